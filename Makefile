@@ -1,0 +1,68 @@
+# Tessera's two commands (README.md): `make run` starts what Tessera has to show, `make test`
+# checks everything CI checks. Both install what a fresh Debian machine lacks first.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# Build artifacts live in a persistent cache outside the clone, so a fresh clone (CI, a new
+# work tree) reuses the slow C/C++ builds (RocksDB, ring). It is only a cache: deleting it
+# costs time, never correctness. Override with CARGO_TARGET_DIR=... as usual.
+TESSERA_CACHE_DIR ?= $(HOME)/.cache/tessera
+export CARGO_TARGET_DIR ?= $(TESSERA_CACHE_DIR)/target
+ifdef CI
+export CARGO_TERM_COLOR := never
+export NEXTEST_PROFILE := ci
+endif
+
+BIN_DIR := $(CARGO_TARGET_DIR)/debug
+SIM_SEEDS ?= 200
+
+.PHONY: help deps run build test fmt-check clippy unit-tests doc-tests fmt bench clean-cache
+
+help:
+	@echo "make run    build Tessera and run what it has so far (see README.md)"
+	@echo "make test   install what is missing, then fmt check, clippy -D warnings, all tests"
+	@echo "make bench  run the benchmarks (release profile)"
+
+deps:
+	@scripts/install-deps.sh
+
+build: deps
+	@echo "==> building (dev profile, target dir $(CARGO_TARGET_DIR))"
+	cargo build --locked --workspace --bins
+
+run: build
+	@scripts/run.sh "$(BIN_DIR)" "$(SIM_SEEDS)"
+
+test: deps fmt-check clippy doc-tests unit-tests
+	@echo "==> make test: all checks passed"
+
+fmt-check:
+	@echo "==> cargo fmt --check"
+	cargo fmt --all -- --check
+
+clippy:
+	@echo "==> cargo clippy --all-targets -D warnings"
+	cargo clippy --locked --workspace --all-targets -- -D warnings
+
+unit-tests:
+	@if cargo nextest --version >/dev/null 2>&1; then \
+	  echo "==> cargo nextest run (profile $${NEXTEST_PROFILE:-default})"; \
+	  cargo nextest run --locked --workspace --no-tests=fail; \
+	else \
+	  echo "==> cargo test (cargo-nextest not installed)"; \
+	  cargo test --locked --workspace --all-targets; \
+	fi
+
+doc-tests:
+	@echo "==> cargo test --doc"
+	cargo test --locked --workspace --doc
+
+fmt:
+	cargo fmt --all
+
+bench: deps
+	@echo "==> benchmarks (release profile); figures go to the terminal, see bench/README.md"
+	cargo bench --locked --workspace
+
+clean-cache:
+	rm -rf "$(CARGO_TARGET_DIR)"

@@ -1,0 +1,3 @@
+//! # tessera-raft
+//!
+//! Raft consensus as a pure, deterministic state machine (filled in by the Raft core work).

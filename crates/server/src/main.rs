@@ -1,0 +1,47 @@
+//! # tessera (the binary)
+//!
+//! One binary for everything a user runs: `tessera store`, `tessera placement`,
+//! `tessera playground`, and the CLI (`tessera kv …`, `tessera cluster …`). Subcommands
+//! appear here as the parts behind them exist; today that is `version` and `simulate`.
+//!
+//! Belongs here: argument parsing, config files, process wiring, admin HTTP. Does not belong
+//! here: logic that a library crate could own and test on its own.
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tessera",
+    version,
+    about = "Tessera: a multi-Raft, range-sharded, transactional key-value store"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the version and build information.
+    Version,
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Version => {
+            println!(
+                "tessera {} ({} {})",
+                env!("CARGO_PKG_VERSION"),
+                std::env::consts::OS,
+                std::env::consts::ARCH
+            );
+        }
+    }
+    Ok(())
+}

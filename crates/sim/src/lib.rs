@@ -1,0 +1,3 @@
+//! # tessera-sim
+//!
+//! Deterministic simulator (filled in by the Raft core work).
