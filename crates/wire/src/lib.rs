@@ -10,3 +10,8 @@
 //! Does not belong here: behaviour. No I/O, no async, no knowledge of Raft rules or of
 //! storage engines. This crate depends on no other Tessera crate; everything else may
 //! depend on it.
+
+// rkyv derives public resolver types, which cannot implement Debug.
+#![allow(missing_debug_implementations)]
+
+pub mod raft;
