@@ -5,3 +5,12 @@
 //! ratios side by side in one run, never in timed tests (see `BENCHMARKING` in the docs).
 //!
 //! Does not belong here: correctness tests (those are in `tests/` and in each crate).
+//!
+//! So far: the Raft core benchmarks (bench/README.md), `raft-throughput` ([`raft_throughput`],
+//! compared with the raft-rs reference in `bench/raft-rs-baseline`) and `raft-idle-groups`
+//! ([`raft_idle_groups`]), on the in-process driver in [`raft_group`].
+
+pub mod cpu;
+pub mod raft_group;
+pub mod raft_idle_groups;
+pub mod raft_throughput;

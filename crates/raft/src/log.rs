@@ -382,10 +382,30 @@ impl<S: Storage> RaftLog<S> {
     /// Checks the log's invariants.
     pub fn check_invariants(&self) {
         assert!(self.in_progress <= self.unstable.len());
-        assert!(self.applied <= self.applying, "applied {} > applying {}", self.applied, self.applying);
-        assert!(self.applying <= self.committed, "applying {} > committed {}", self.applying, self.committed);
-        assert!(self.committed <= self.last_index(), "committed {} > last {}", self.committed, self.last_index());
-        assert!(self.persisted <= self.last_index(), "persisted {} > last {}", self.persisted, self.last_index());
+        assert!(
+            self.applied <= self.applying,
+            "applied {} > applying {}",
+            self.applied,
+            self.applying
+        );
+        assert!(
+            self.applying <= self.committed,
+            "applying {} > committed {}",
+            self.applying,
+            self.committed
+        );
+        assert!(
+            self.committed <= self.last_index(),
+            "committed {} > last {}",
+            self.committed,
+            self.last_index()
+        );
+        assert!(
+            self.persisted <= self.last_index(),
+            "persisted {} > last {}",
+            self.persisted,
+            self.last_index()
+        );
         for (position, entry) in self.unstable.iter().enumerate() {
             assert_eq!(entry.index.0, self.unstable_offset.0 + position as u64, "unstable gap");
         }

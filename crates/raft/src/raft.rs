@@ -78,6 +78,15 @@ pub struct Raft<S> {
     /// election timeout, since it cannot know whether it granted a leader a lease just
     /// before it crashed.
     restarted: bool,
+    /// The highest term known durable on this node. A heartbeat answer (which grants the
+    /// leader a lease and confirms read-index rounds) leaves only once its term is durable:
+    /// a node that forgot the term on restart could otherwise vote against the lease it
+    /// just granted.
+    durable_term: Term,
+    /// Leader: a leader transfer was started in this term. A `TimeoutNow` can arrive late,
+    /// after the transfer was abandoned, and its forced election ignores leases, so such a
+    /// leader serves reads through ReadIndex, never its lease, until the term ends.
+    transfer_attempted: bool,
     lead_transferee: ReplicaId,
     /// Leader: the index of the last membership change proposed; no new one until it is
     /// applied.
@@ -124,6 +133,8 @@ impl<S: Storage> Raft<S> {
             randomized_election_timeout: config.election_ticks,
             ticks_since_start: 0,
             restarted: hard_state.term > Term(0),
+            durable_term: hard_state.term,
+            transfer_attempted: false,
             lead_transferee: ReplicaId::NONE,
             pending_conf_index: LogIndex(0),
             uncommitted_bytes: 0,
@@ -190,12 +201,15 @@ impl<S: Storage> Raft<S> {
         self.reads_before_first_commit.clear();
         self.uncommitted_bytes = 0;
         self.lease_until_tick = 0;
+        self.transfer_attempted = false;
         self.proposal_ticks.clear();
         self.quiesced = false;
         let next = self.log.last_index().next();
-        let (count_max, bytes_max) = (self.config.inflight_msgs_max, self.config.inflight_bytes_max);
+        let (count_max, bytes_max) =
+            (self.config.inflight_msgs_max, self.config.inflight_bytes_max);
         for (id, progress) in &mut self.progress {
-            *progress = Progress::new(next, Inflights::new(count_max, bytes_max), progress.is_learner);
+            *progress =
+                Progress::new(next, Inflights::new(count_max, bytes_max), progress.is_learner);
             if *id == self.id {
                 progress.matched = self.log.persisted;
             }
@@ -317,11 +331,17 @@ impl<S: Storage> Raft<S> {
             if self.lead_transferee.is_some() {
                 // A transfer that did not finish within an election timeout is abandoned.
                 self.lead_transferee = ReplicaId::NONE;
+                if !self.promotable() {
+                    self.hand_over(); // a leader that is no longer a voter tries again
+                }
             }
         }
         if self.heartbeat_elapsed >= self.config.heartbeat_ticks {
             self.heartbeat_elapsed = 0;
-            self.broadcast_heartbeat(Bytes::new());
+            // Carry the newest pending read, so a read whose own round was lost is still
+            // confirmed by a later one (and with it every older read).
+            let context = self.pending_reads.back().map(|read| read.context.clone());
+            self.broadcast_heartbeat(&context.unwrap_or_default());
         }
     }
 
@@ -359,11 +379,12 @@ impl<S: Storage> Raft<S> {
         self.votes.insert(self.id, true);
         match self.membership.vote_result(&self.votes) {
             VoteResult::Won => {
-                // A group of one wins at once.
+                // A group of one wins at once, but it leads only once its new term and
+                // self-vote are durable (`on_hard_state_persisted`): leading on volatile state
+                // would let it, after a crash, lead the same term again and write different
+                // entries at the same index and term (seen by learners it already sent to).
                 if kind == CampaignKind::PreElection {
                     self.campaign(CampaignKind::Election);
-                } else {
-                    self.become_leader();
                 }
                 return;
             }
@@ -421,16 +442,22 @@ impl<S: Storage> Raft<S> {
                 _ => self.become_follower(message.term, ReplicaId::NONE),
             }
         } else if message.term < self.term {
-            if (self.config.check_quorum || self.config.pre_vote)
+            if (self.config.check_quorum || self.config.pre_vote || !self.promotable())
                 && matches!(message.kind, MessageKind::Append | MessageKind::Heartbeat)
             {
                 // A stale leader learns the new term from this answer and steps down; without
-                // it a leader cut off by check-quorum or pre-vote could never rejoin.
-                let reply = Message::new(MessageKind::AppendResponse, self.id, message.from, self.term);
+                // it a leader cut off by check-quorum or pre-vote could never rejoin, nor could
+                // a learner (which never campaigns) that somehow got ahead of the leader's term.
+                let reply =
+                    Message::new(MessageKind::AppendResponse, self.id, message.from, self.term);
                 self.msgs.push(reply);
             } else if message.kind == MessageKind::RequestPreVote {
-                let mut reply =
-                    Message::new(MessageKind::RequestPreVoteResponse, self.id, message.from, self.term);
+                let mut reply = Message::new(
+                    MessageKind::RequestPreVoteResponse,
+                    self.id,
+                    message.from,
+                    self.term,
+                );
                 reply.reject = true;
                 self.msgs.push(reply);
             }
@@ -443,6 +470,20 @@ impl<S: Storage> Raft<S> {
                 return Ok(());
             }
             _ => {}
+        }
+        if matches!(
+            message.kind,
+            MessageKind::RequestVoteResponse | MessageKind::RequestPreVoteResponse
+        ) && message.reject
+            && self.role != Role::Leader
+            && message.commit > self.log.committed
+            && self.log.match_term(message.commit, message.log_term)
+        {
+            // A commit index is a fact, whoever reports it, and our log matches there. A voter
+            // that refuses us may be one that a committed change removed, whose longer log
+            // refuses every candidate of the joint configuration we still apply: learning the
+            // commit lets us apply the change and stop needing its vote.
+            self.log.commit_to(message.commit);
         }
         match self.role {
             Role::Leader => self.step_leader(message),
@@ -466,8 +507,11 @@ impl<S: Storage> Raft<S> {
         let can_vote = self.vote == message.from
             || (self.vote == ReplicaId::NONE && self.leader == ReplicaId::NONE)
             || (pre && message.term > self.term);
-        let response_kind =
-            if pre { MessageKind::RequestPreVoteResponse } else { MessageKind::RequestVoteResponse };
+        let response_kind = if pre {
+            MessageKind::RequestPreVoteResponse
+        } else {
+            MessageKind::RequestVoteResponse
+        };
         if can_vote && self.log.is_up_to_date(message.index, message.log_term) {
             // Granted pre-votes carry the requested term so the pre-candidate counts them.
             let reply = Message::new(response_kind, self.id, message.from, message.term);
@@ -481,6 +525,9 @@ impl<S: Storage> Raft<S> {
         } else {
             let mut reply = Message::new(response_kind, self.id, message.from, self.term);
             reply.reject = true;
+            // What we know committed, for a candidate that lags (see `step`).
+            reply.commit = self.log.committed;
+            reply.log_term = self.log.term_or_zero(self.log.committed);
             if pre {
                 self.msgs.push(reply);
             } else {
@@ -541,19 +588,17 @@ impl<S: Storage> Raft<S> {
                 self.become_follower(message.term, message.from);
                 self.handle_snapshot(message);
             }
-            kind if kind == my_response => {
-                match self.record_vote(message.from, !message.reject) {
-                    VoteResult::Won => {
-                        if self.role == Role::PreCandidate {
-                            self.campaign(CampaignKind::Election);
-                        } else {
-                            self.become_leader();
-                        }
+            kind if kind == my_response => match self.record_vote(message.from, !message.reject) {
+                VoteResult::Won => {
+                    if self.role == Role::PreCandidate {
+                        self.campaign(CampaignKind::Election);
+                    } else {
+                        self.become_leader();
                     }
-                    VoteResult::Lost => self.become_follower(self.term, ReplicaId::NONE),
-                    VoteResult::Pending => {}
                 }
-            }
+                VoteResult::Lost => self.become_follower(self.term, ReplicaId::NONE),
+                VoteResult::Pending => {}
+            },
             _ => {}
         }
         Ok(())
@@ -615,7 +660,11 @@ impl<S: Storage> Raft<S> {
         }
         let mut reply = self.respond(MessageKind::HeartbeatResponse, message.from);
         reply.context = message.context.clone();
-        self.msgs.push(reply);
+        if self.term > self.durable_term {
+            self.msgs_after_persist.push(reply);
+        } else {
+            self.msgs.push(reply);
+        }
     }
 
     fn handle_snapshot(&mut self, message: Message) {
@@ -705,8 +754,10 @@ impl<S: Storage> Raft<S> {
         progress.recent_active = true;
         progress.probe_sent = false;
         if progress.state == ProgressState::Replicate && progress.inflights.full() {
-            // The follower is alive but acknowledgements were lost: free one slot.
-            progress.inflights.free_to(progress.matched);
+            // The follower is alive but appends or their acknowledgements were lost: free
+            // one slot. (Freeing up to `matched` frees nothing: acknowledged appends are
+            // already freed, so a full window of lost appends stalled the follower forever.)
+            progress.inflights.free_first_one();
         }
         if progress.matched < last_index {
             self.send_append(from, true);
@@ -737,6 +788,20 @@ impl<S: Storage> Raft<S> {
         }
     }
 
+    /// After a membership change, the acknowledgements already received may form a quorum
+    /// (a group of one needs none but ours): answer the reads they confirm, or they would
+    /// wait for acknowledgements that no heartbeat will ever bring.
+    fn confirm_reads_after_membership_change(&mut self) {
+        let confirmed = self.pending_reads.iter().rposition(|read| {
+            let votes: BTreeMap<ReplicaId, bool> = read.acks.iter().map(|&id| (id, true)).collect();
+            self.membership.vote_result(&votes) == VoteResult::Won
+        });
+        if let Some(position) = confirmed {
+            let context = self.pending_reads[position].context.clone();
+            self.acknowledge_read(&context, self.id);
+        }
+    }
+
     fn answer_read(&mut self, index: LogIndex, context: Bytes, from: ReplicaId) {
         if from == self.id || from == ReplicaId::NONE {
             self.read_states.push(ReadState { index, context });
@@ -760,6 +825,7 @@ impl<S: Storage> Raft<S> {
         self.role == Role::Leader
             && self.config.lease_read
             && self.lead_transferee == ReplicaId::NONE
+            && !self.transfer_attempted
             && self.ticks_since_start < self.lease_until_tick
     }
 
@@ -767,7 +833,8 @@ impl<S: Storage> Raft<S> {
     /// entry is of the current term (§5.4.2, Figure 8).
     fn maybe_commit(&mut self) -> bool {
         let progress = &self.progress;
-        let index = self.membership.committed(|id| progress.get(&id).map_or(LogIndex(0), |p| p.matched));
+        let index =
+            self.membership.committed(|id| progress.get(&id).map_or(LogIndex(0), |p| p.matched));
         if !self.log.maybe_commit(index, self.term) {
             return false;
         }
@@ -783,7 +850,8 @@ impl<S: Storage> Raft<S> {
         if let Some(tick) = contact {
             self.renew_lease(tick);
         }
-        if !self.reads_before_first_commit.is_empty() && self.log.term_or_zero(committed) == self.term
+        if !self.reads_before_first_commit.is_empty()
+            && self.log.term_or_zero(committed) == self.term
         {
             for (context, from) in std::mem::take(&mut self.reads_before_first_commit) {
                 self.read_index_as_leader(context, from);
@@ -849,8 +917,9 @@ impl<S: Storage> Raft<S> {
         }
     }
 
-    fn broadcast_heartbeat(&mut self, context: Bytes) {
-        let ids: Vec<ReplicaId> = self.progress.keys().copied().filter(|&id| id != self.id).collect();
+    fn broadcast_heartbeat(&mut self, context: &Bytes) {
+        let ids: Vec<ReplicaId> =
+            self.progress.keys().copied().filter(|&id| id != self.id).collect();
         for id in ids {
             let matched = self.progress[&id].matched;
             let mut message = Message::new(MessageKind::Heartbeat, self.id, id, self.term);
@@ -881,6 +950,19 @@ impl<S: Storage> Raft<S> {
             _ => self.proposal_ticks.push_back((index, tick)),
         }
         // The leader's own progress advances only when these entries are durable.
+    }
+
+    /// The hard state (`term`, `vote`) is durable on this node. A candidate whose own vote
+    /// decides its election (a group of one) becomes leader now.
+    pub fn on_hard_state_persisted(&mut self, term: Term, vote: ReplicaId) {
+        self.durable_term = self.durable_term.max(term);
+        if self.role == Role::Candidate
+            && self.term == term
+            && vote == self.id
+            && self.membership.vote_result(&self.votes) == VoteResult::Won
+        {
+            self.become_leader();
+        }
     }
 
     /// The entries up to (`index`, `term`) are durable on this node.
@@ -952,7 +1034,8 @@ impl<S: Storage> Raft<S> {
     pub fn propose_conf_change(&mut self, change: &ConfChange) -> Result<LogIndex, RaftError> {
         self.quiesced = false;
         let data = encode_conf_change(change);
-        let entry = Entry { term: self.term, index: LogIndex(0), kind: EntryKind::ConfChange, data };
+        let entry =
+            Entry { term: self.term, index: LogIndex(0), kind: EntryKind::ConfChange, data };
         self.check_can_propose(entry.size_bytes())?;
         if self.pending_conf_index > self.log.applied {
             return Err(RaftError::ConfChangePending { index: self.pending_conf_index });
@@ -971,25 +1054,51 @@ impl<S: Storage> Raft<S> {
         let next = self.membership.apply(change)?;
         self.membership = next;
         self.rebuild_progress();
+        if matches!(self.role, Role::Candidate | Role::PreCandidate) && !self.promotable() {
+            // No longer a voter: give up, or the votes still coming in would make a leader
+            // of a replica that is not a voter.
+            self.become_follower(self.term, ReplicaId::NONE);
+        }
         if self.role == Role::Leader {
-            if !self.promotable() {
-                // Removed or demoted: stop leading; the others elect a successor.
-                self.become_follower(self.term, ReplicaId::NONE);
+            if self.lead_transferee.is_some() && !self.membership.is_voter(self.lead_transferee) {
+                self.lead_transferee = ReplicaId::NONE;
+            }
+            if self.maybe_commit() {
+                self.broadcast_append();
             } else {
-                if self.lead_transferee.is_some() && !self.membership.is_voter(self.lead_transferee) {
-                    self.lead_transferee = ReplicaId::NONE;
+                let ids: Vec<ReplicaId> = self.progress.keys().copied().collect();
+                for id in ids {
+                    self.send_append(id, false);
                 }
-                if self.maybe_commit() {
-                    self.broadcast_append();
-                } else {
-                    let ids: Vec<ReplicaId> = self.progress.keys().copied().collect();
-                    for id in ids {
-                        self.send_append(id, false);
-                    }
-                }
+            }
+            self.confirm_reads_after_membership_change();
+            if !self.promotable() {
+                // Removed or demoted: keep leading only to hand over. Stepping down at once
+                // could leave the remaining voters unaware that this change committed, still
+                // in the joint configuration that needs our vote, which our longer log refuses
+                // them: no one could ever be elected.
+                self.hand_over();
             }
         }
         Ok(self.membership.to_conf_state())
+    }
+
+    /// A leader that is no longer a voter transfers leadership to the voter that has the
+    /// most of its log (retried when a transfer times out).
+    fn hand_over(&mut self) {
+        if self.lead_transferee.is_some() {
+            return;
+        }
+        let successor = self
+            .membership
+            .incoming
+            .union(&self.membership.outgoing)
+            .copied()
+            .filter(|&id| id != self.id)
+            .max_by_key(|id| self.progress.get(id).map_or(LogIndex(0), |p| p.matched));
+        if let Some(to) = successor {
+            self.start_transfer(to);
+        }
     }
 
     /// The application applied entries up to `index`.
@@ -1004,7 +1113,8 @@ impl<S: Storage> Raft<S> {
         {
             let leave = ConfChange::default();
             match self.propose_conf_change(&leave) {
-                Ok(_) | Err(RaftError::TransferInProgress { .. } | RaftError::UncommittedLogFull) => {}
+                Ok(_)
+                | Err(RaftError::TransferInProgress { .. } | RaftError::UncommittedLogFull) => {}
                 Err(error) => panic!("cannot leave the joint configuration: {error}"),
             }
         }
@@ -1024,15 +1134,20 @@ impl<S: Storage> Raft<S> {
         if !self.membership.is_voter(to) {
             return Err(RaftError::NotAVoter { replica: to });
         }
+        self.start_transfer(to);
+        Ok(())
+    }
+
+    fn start_transfer(&mut self, to: ReplicaId) {
         self.lead_transferee = to;
         self.election_elapsed = 0; // the transfer times out after an election timeout
         self.lease_until_tick = 0; // the successor may serve before our lease would expire
+        self.transfer_attempted = true;
         if self.progress.get(&to).is_some_and(|p| p.matched == self.log.last_index()) {
             self.send_timeout_now(to);
         } else {
             self.send_append(to, true);
         }
-        Ok(())
     }
 
     /// The replica a transfer is under way to, if any.
@@ -1052,7 +1167,8 @@ impl<S: Storage> Raft<S> {
                 Ok(())
             }
             _ if self.leader.is_some() => {
-                let mut message = Message::new(MessageKind::ReadIndex, self.id, self.leader, self.term);
+                let mut message =
+                    Message::new(MessageKind::ReadIndex, self.id, self.leader, self.term);
                 message.context = context;
                 self.msgs.push(message);
                 Ok(())
@@ -1082,7 +1198,7 @@ impl<S: Storage> Raft<S> {
             acks,
             started_tick: self.ticks_since_start,
         });
-        self.broadcast_heartbeat(context);
+        self.broadcast_heartbeat(&context);
     }
 
     // ---------------------------------------------------------------- quiescence
@@ -1171,7 +1287,10 @@ impl<S: Storage> Raft<S> {
         match self.role {
             Role::Leader => {
                 assert_eq!(self.leader, self.id, "a leader knows it leads");
-                assert!(self.promotable(), "a leader is a voter");
+                assert!(
+                    self.promotable() || self.lead_transferee.is_some(),
+                    "a leader is a voter, or hands over"
+                );
                 for (id, progress) in &self.progress {
                     assert!(progress.matched < progress.next, "progress of {id}: match >= next");
                 }

@@ -60,6 +60,7 @@ struct ReadyRecord {
     number: u64,
     last_entry: Option<(LogIndex, Term)>,
     snapshot_index: Option<LogIndex>,
+    hard_state: Option<HardState>,
 }
 
 /// A Raft node driven by the application.
@@ -79,7 +80,13 @@ impl<S: Storage> RawNode<S> {
         let raft = Raft::new(config, store)?;
         let previous_hard = raft.hard_state();
         let previous_soft = SoftState { leader: raft.leader(), role: raft.role() };
-        Ok(Self { raft, previous_soft, previous_hard, next_ready_number: 1, unpersisted: VecDeque::new() })
+        Ok(Self {
+            raft,
+            previous_soft,
+            previous_hard,
+            next_ready_number: 1,
+            unpersisted: VecDeque::new(),
+        })
     }
 
     /// The protocol state, for inspection.
@@ -220,6 +227,7 @@ impl<S: Storage> RawNode<S> {
             number,
             last_entry: ready.entries.last().map(|e| (e.index, e.term)),
             snapshot_index: ready.snapshot.as_ref().map(|s| s.metadata.index),
+            hard_state: ready.hard_state,
         });
         ready
     }
@@ -237,6 +245,9 @@ impl<S: Storage> RawNode<S> {
             }
             if let Some((index, term)) = record.last_entry {
                 self.raft.on_persisted(index, term);
+            }
+            if let Some(hard_state) = record.hard_state {
+                self.raft.on_hard_state_persisted(hard_state.term, hard_state.vote);
             }
         }
         self.check_invariants();

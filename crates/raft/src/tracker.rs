@@ -65,6 +65,12 @@ impl Inflights {
         self.bytes = 0;
     }
 
+    /// Frees the oldest append in flight, if any.
+    pub fn free_first_one(&mut self) {
+        if let Some((_, bytes)) = self.window.pop_front() {
+            self.bytes -= bytes;
+        }
+    }
 }
 
 /// A leader's view of one replica.

@@ -1,12 +1,14 @@
 //! A three-node group on an in-process network: elect, replicate, commit, apply.
+#![allow(clippy::unwrap_used)] // test helpers, not #[test] functions
 
 use std::collections::VecDeque;
 
 use bytes::Bytes;
-use tessera_raft::{Config, ConfState, MemStorage, Message, RawNode, ReplicaId, Role};
+use tessera_raft::{ConfState, Config, MemStorage, Message, RawNode, ReplicaId, Role};
 
 fn node(id: u64) -> RawNode<MemStorage> {
-    let conf = ConfState { voters: vec![ReplicaId(1), ReplicaId(2), ReplicaId(3)], ..Default::default() };
+    let conf =
+        ConfState { voters: vec![ReplicaId(1), ReplicaId(2), ReplicaId(3)], ..Default::default() };
     RawNode::new(Config::new(ReplicaId(id)), MemStorage::new_with_conf_state(conf)).unwrap()
 }
 

@@ -364,7 +364,11 @@ impl fmt::Debug for Message {
             MessageKind::Snapshot => {
                 if let Some(snapshot) = &self.snapshot {
                     let meta = &snapshot.metadata;
-                    write!(f, " Snapshot:{}/{} Voters:{:?}", meta.term, meta.index, meta.conf_state.voters)?;
+                    write!(
+                        f,
+                        " Snapshot:{}/{} Voters:{:?}",
+                        meta.term, meta.index, meta.conf_state.voters
+                    )?;
                 }
             }
             MessageKind::ReadIndexResponse => write!(f, " Index:{}", self.index)?,

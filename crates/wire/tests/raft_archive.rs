@@ -21,13 +21,21 @@ fn sample_message() -> Message {
             kind: EntryKind::Normal,
             data: Bytes::from_static(b"put a 1"),
         },
-        Entry { term: Term(7), index: LogIndex(43), kind: EntryKind::ConfChange, data: Bytes::new() },
+        Entry {
+            term: Term(7),
+            index: LogIndex(43),
+            kind: EntryKind::ConfChange,
+            data: Bytes::new(),
+        },
     ];
     message.snapshot = Some(Snapshot {
         metadata: SnapshotMetadata {
             index: LogIndex(30),
             term: Term(5),
-            conf_state: ConfState { voters: vec![ReplicaId(1), ReplicaId(2)], ..Default::default() },
+            conf_state: ConfState {
+                voters: vec![ReplicaId(1), ReplicaId(2)],
+                ..Default::default()
+            },
         },
         data: Bytes::from_static(b"state"),
     });
