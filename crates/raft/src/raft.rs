@@ -692,6 +692,12 @@ impl<S: Storage> Raft<S> {
             self.log.commit_to(meta.index);
             return false;
         }
+        if self.log.applying > self.log.applied {
+            // Entries handed out for apply are not applied yet: the application would then
+            // apply their membership changes on top of the snapshot's membership. Refuse it
+            // for now; the leader sends it again.
+            return false;
+        }
         let conf = Membership::from_conf_state(&meta.conf_state);
         self.log.restore(snapshot);
         self.membership = conf;

@@ -25,6 +25,15 @@ pub struct PendingWrite {
     pub messages: Vec<Message>,
 }
 
+/// Work for a node's apply worker, in order.
+#[derive(Debug)]
+pub enum Applying {
+    /// Restore the state machine from a snapshot.
+    Snapshot(Snapshot),
+    /// Apply committed entries.
+    Entries(Vec<Entry>),
+}
+
 /// A node of the simulated group.
 #[derive(Debug)]
 pub struct SimNode {
@@ -40,6 +49,10 @@ pub struct SimNode {
     pub disk: VecDeque<PendingWrite>,
     /// Whether an fsync is scheduled.
     pub fsync_scheduled: bool,
+    /// Work handed out for apply and not yet applied (asynchronous apply only).
+    pub apply_queue: VecDeque<Applying>,
+    /// Whether the apply worker is scheduled.
+    pub apply_scheduled: bool,
     /// The state machine (volatile: rebuilt from the durable snapshot and log on restart).
     pub kv: Kv,
     /// The index the state machine is at.
@@ -71,6 +84,8 @@ impl SimNode {
             incarnation: 0,
             disk: VecDeque::new(),
             fsync_scheduled: false,
+            apply_queue: VecDeque::new(),
+            apply_scheduled: false,
             kv: Kv::default(),
             kv_applied: LogIndex(0),
             applied_durable: LogIndex(0),

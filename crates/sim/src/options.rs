@@ -85,6 +85,11 @@ pub struct Options {
     pub partial_fsync_per_mille: u32,
     /// Disk: a crash keeps a random prefix of the unsynced writes, per mille.
     pub torn_crash_per_mille: u32,
+    /// Apply: committed entries and snapshots go to an apply worker that runs after a delay
+    /// (otherwise they are applied while the Ready is handled).
+    pub async_apply: bool,
+    /// Apply: the worker's delay range.
+    pub apply_delay: (u64, u64),
     /// Crash: how long a node stays down.
     pub downtime: (u64, u64),
     /// Client: the gap between two client or fault actions.
@@ -157,6 +162,8 @@ impl Options {
             campaign: u32::try_from(rng.between(0, 2)).expect("small"),
         };
         let compact_threshold = *rng.pick(&[20, 100, 400]);
+        let async_apply = rng.coin();
+        let apply_delay = (0, rng.between(0, 2 * TICK));
         Self {
             seed,
             voters,
@@ -180,6 +187,8 @@ impl Options {
             fsync,
             partial_fsync_per_mille,
             torn_crash_per_mille,
+            async_apply,
+            apply_delay,
             downtime,
             action_gap: (0, gap_max),
             weights,
@@ -216,7 +225,8 @@ impl fmt::Display for Options {
             "seed={} voters={:?} genesis_snapshot={} election={} heartbeat={} inflight={}/{}B \
              append={}B apply={}B uncommitted={}B pre_vote={} check_quorum={} lease_read={} \
              lease={} drop={}‰ dup={}‰ delay={}..{} long_delay={}‰≤{} fsync={}..{} \
-             partial_fsync={}‰ torn_crash={}‰ downtime={}..{} gap≤{} weights=[propose {} \
+             partial_fsync={}‰ torn_crash={}‰ async_apply={} apply_delay≤{} downtime={}..{} \
+             gap≤{} weights=[propose {} \
              read {} conf {} transfer {} quiesce {} crash {} partition {} compact {} \
              campaign {}] compact_at={} events={}",
             self.seed,
@@ -243,6 +253,8 @@ impl fmt::Display for Options {
             self.fsync.1,
             self.partial_fsync_per_mille,
             self.torn_crash_per_mille,
+            self.async_apply,
+            self.apply_delay.1,
             self.downtime.0,
             self.downtime.1,
             self.action_gap.1,

@@ -2,12 +2,12 @@
 //! writes durable only when a simulated fsync completes, and crashes that lose the rest.
 
 use tessera_raft::{
-    Entry, EntryKind, MessageKind, RawNode, ReplicaId, Role, Storage, decode_conf_change,
+    Entry, EntryKind, MessageKind, RawNode, ReplicaId, Role, Snapshot, Storage, decode_conf_change,
 };
 
 use crate::checker::Property;
 use crate::kv::Kv;
-use crate::node::PendingWrite;
+use crate::node::{Applying, PendingWrite};
 use crate::world::{Event, World, ensure, trace};
 
 impl World {
@@ -51,21 +51,17 @@ impl World {
             ensure!(self, self.checker.on_leader_write(id, term, store_last, first, has_snapshot));
         }
 
-        // 1. The snapshot: persist it (live store now, durable at the fsync) and apply it.
+        // 1. The snapshot: persist it (live store now, durable at the fsync) and apply it
+        // (now, or through the apply queue behind the entries handed out before it).
         if let Some(snapshot) = &ready.snapshot {
-            let meta = &snapshot.metadata;
-            let kv = match Kv::decode(&snapshot.data) {
-                Ok(kv) => kv,
-                Err(error) => {
-                    self.fail_with(Property::StateMachineSafety, format!("{id}: {error}"))
-                }
-            };
-            ensure!(self, self.checker.on_snapshot_applied(id, meta.index, meta.term, &kv));
             let node = self.nodes.get_mut(&id).expect("drained nodes exist");
             node.raw_mut().store_mut().apply_snapshot(snapshot.clone());
-            node.kv = kv;
-            node.kv_applied = meta.index;
             self.stats.snapshots += 1;
+            if self.opts.async_apply {
+                self.enqueue_apply(id, Applying::Snapshot(snapshot.clone()));
+            } else {
+                self.apply_snapshot(id, snapshot);
+            }
         }
 
         // 2. Entries and hard state into the live store.
@@ -124,12 +120,19 @@ impl World {
             }
         }
 
-        // 5. Apply what is committed (and durable here), then serve reads.
-        if let Some(last) = ready.committed_entries.last().map(|e| e.index) {
-            for entry in &ready.committed_entries {
-                self.apply(id, entry);
+        // 5. Apply what is committed (and durable here: checked now), then serve reads.
+        for entry in &ready.committed_entries {
+            let node = &self.nodes[&id];
+            let durable_term = node.durable.term(entry.index).ok();
+            let durable_snapshot = node.durable_snapshot().0;
+            ensure!(self, self.checker.on_handed_out(id, entry, durable_term, durable_snapshot));
+        }
+        if !ready.committed_entries.is_empty() {
+            if self.opts.async_apply {
+                self.enqueue_apply(id, Applying::Entries(ready.committed_entries));
+            } else {
+                self.apply_entries(id, &ready.committed_entries);
             }
-            self.nodes.get_mut(&id).expect("exists").raw_mut().advance_apply_to(last);
         }
         for read in ready.read_states {
             ensure!(self, self.checker.on_read_state(id, &read.context, read.index));
@@ -143,11 +146,71 @@ impl World {
         }
     }
 
+    /// Queues work for the apply worker, which runs after a delay.
+    fn enqueue_apply(&mut self, id: ReplicaId, work: Applying) {
+        let node = self.nodes.get_mut(&id).expect("exists");
+        node.apply_queue.push_back(work);
+        if !node.apply_scheduled {
+            node.apply_scheduled = true;
+            let incarnation = node.incarnation;
+            let delay = self.rng.between(self.opts.apply_delay.0, self.opts.apply_delay.1);
+            self.schedule(delay, Event::Apply { node: id, incarnation });
+        }
+    }
+
+    /// The apply worker of `id` runs: it applies some of its queue, in order.
+    pub(crate) fn run_apply_worker(&mut self, id: ReplicaId, incarnation: u64) {
+        let Some(node) = self.nodes.get_mut(&id) else { return };
+        if node.incarnation != incarnation || !node.running() {
+            return;
+        }
+        node.apply_scheduled = false;
+        let queued = node.apply_queue.len() as u64;
+        let count = if self.rng.coin() { self.rng.between(1, queued.max(1)) } else { queued };
+        for _ in 0..count {
+            let Some(work) = self.nodes.get_mut(&id).and_then(|n| n.apply_queue.pop_front()) else {
+                break;
+            };
+            match work {
+                Applying::Snapshot(snapshot) => self.apply_snapshot(id, &snapshot),
+                Applying::Entries(entries) => self.apply_entries(id, &entries),
+            }
+        }
+        self.serve_reads(id);
+        let node = self.nodes.get_mut(&id).expect("exists");
+        if !node.apply_queue.is_empty() {
+            node.apply_scheduled = true;
+            let delay = self.rng.between(self.opts.apply_delay.0, self.opts.apply_delay.1);
+            self.schedule(delay, Event::Apply { node: id, incarnation });
+        }
+    }
+
+    /// Restores the state machine of `id` from `snapshot`.
+    fn apply_snapshot(&mut self, id: ReplicaId, snapshot: &Snapshot) {
+        let meta = &snapshot.metadata;
+        let kv = match Kv::decode(&snapshot.data) {
+            Ok(kv) => kv,
+            Err(error) => self.fail_with(Property::StateMachineSafety, format!("{id}: {error}")),
+        };
+        ensure!(self, self.checker.on_snapshot_applied(id, meta.index, meta.term, &kv));
+        trace!(self, "{id} restored its state machine from the snapshot at {}", meta.index);
+        let node = self.nodes.get_mut(&id).expect("exists");
+        node.kv = kv;
+        node.kv_applied = meta.index;
+    }
+
+    /// Applies committed entries on `id`, then tells its core.
+    fn apply_entries(&mut self, id: ReplicaId, entries: &[Entry]) {
+        for entry in entries {
+            self.apply(id, entry);
+        }
+        if let Some(last) = entries.last() {
+            self.nodes.get_mut(&id).expect("exists").raw_mut().advance_apply_to(last.index);
+        }
+    }
+
     fn apply(&mut self, id: ReplicaId, entry: &Entry) {
         let node = &self.nodes[&id];
-        let durable_term = node.durable.term(entry.index).ok();
-        let durable_snapshot = node.durable_snapshot().0;
-        ensure!(self, self.checker.on_handed_out(id, entry, durable_term, durable_snapshot));
         ensure!(self, self.checker.on_apply(id, node.kv_applied, entry));
         match entry.kind {
             EntryKind::Normal if entry.data.is_empty() => {}
@@ -291,6 +354,8 @@ impl World {
         let node = self.nodes.get_mut(&id).expect("exists");
         node.raw = None;
         node.fsync_scheduled = false;
+        node.apply_queue.clear();
+        node.apply_scheduled = false;
         node.incarnation += 1;
         node.kv = Kv::default();
         node.reads.clear();

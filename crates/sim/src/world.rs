@@ -55,6 +55,8 @@ pub enum Event {
     Deliver { message: Box<Message>, report: bool },
     /// An fsync of `node` completes (if it is still in the same life).
     Fsync { node: ReplicaId, incarnation: u64 },
+    /// The apply worker of `node` runs (if it is still in the same life).
+    Apply { node: ReplicaId, incarnation: u64 },
     /// The transport reports a snapshot's fate to the leader that sent it.
     SnapshotReport { leader: ReplicaId, incarnation: u64, to: ReplicaId, success: bool },
     /// A crashed node restarts.
@@ -224,6 +226,7 @@ impl World {
             Event::Action => self.action(),
             Event::Deliver { message, report } => self.deliver(message, report),
             Event::Fsync { node, incarnation } => self.fsync(node, incarnation),
+            Event::Apply { node, incarnation } => self.run_apply_worker(node, incarnation),
             Event::SnapshotReport { leader, incarnation, to, success } => {
                 let Some(node) = self.nodes.get_mut(&leader) else { return };
                 if node.incarnation == incarnation && node.running() {
