@@ -331,9 +331,6 @@ impl<S: Storage> Raft<S> {
             if self.lead_transferee.is_some() {
                 // A transfer that did not finish within an election timeout is abandoned.
                 self.lead_transferee = ReplicaId::NONE;
-                if !self.promotable() {
-                    self.hand_over(); // a leader that is no longer a voter tries again
-                }
             }
         }
         if self.heartbeat_elapsed >= self.config.heartbeat_ticks {
@@ -366,7 +363,10 @@ impl<S: Storage> Raft<S> {
     }
 
     fn campaign(&mut self, kind: CampaignKind) {
-        if !self.promotable() {
+        if !self.promotable() || self.has_unapplied_conf_changes() {
+            // Until committed membership changes are applied, our membership may be one no
+            // longer in force (after a restart it is the snapshot's): winning under it could
+            // make a second leader (etcd-raft refuses the same way).
             return;
         }
         let (vote_kind, term) = if kind == CampaignKind::PreElection {
@@ -412,6 +412,19 @@ impl<S: Storage> Raft<S> {
         }
     }
 
+    /// Whether committed entries not yet applied hold a membership change.
+    fn has_unapplied_conf_changes(&self) -> bool {
+        let low = self.log.applied.next().max(self.log.first_index());
+        if low > self.log.committed {
+            return false;
+        }
+        self.log
+            .slice(low, self.log.committed.next(), u64::MAX)
+            .expect("committed entries past the snapshot are readable")
+            .iter()
+            .any(|entry| entry.kind == EntryKind::ConfChange)
+    }
+
     fn record_vote(&mut self, from: ReplicaId, granted: bool) -> VoteResult {
         self.votes.entry(from).or_insert(granted);
         self.membership.vote_result(&self.votes)
@@ -451,15 +464,25 @@ impl<S: Storage> Raft<S> {
                 let reply =
                     Message::new(MessageKind::AppendResponse, self.id, message.from, self.term);
                 self.msgs.push(reply);
-            } else if message.kind == MessageKind::RequestPreVote {
-                let mut reply = Message::new(
-                    MessageKind::RequestPreVoteResponse,
-                    self.id,
-                    message.from,
-                    self.term,
-                );
+            } else if matches!(message.kind, MessageKind::RequestPreVote | MessageKind::RequestVote)
+            {
+                // Refuse with our term, so that a stale candidate moves up instead of
+                // campaigning below it forever, and with what we know committed (see below).
+                let pre = message.kind == MessageKind::RequestPreVote;
+                let kind = if pre {
+                    MessageKind::RequestPreVoteResponse
+                } else {
+                    MessageKind::RequestVoteResponse
+                };
+                let mut reply = Message::new(kind, self.id, message.from, self.term);
                 reply.reject = true;
-                self.msgs.push(reply);
+                reply.commit = self.log.committed.min(message.index);
+                reply.log_term = self.log.term_or_zero(reply.commit);
+                if pre {
+                    self.msgs.push(reply);
+                } else {
+                    self.msgs_after_persist.push(reply);
+                }
             }
             return Ok(());
         }
@@ -525,9 +548,10 @@ impl<S: Storage> Raft<S> {
         } else {
             let mut reply = Message::new(response_kind, self.id, message.from, self.term);
             reply.reject = true;
-            // What we know committed, for a candidate that lags (see `step`).
-            reply.commit = self.log.committed;
-            reply.log_term = self.log.term_or_zero(self.log.committed);
+            // What we know committed of the candidate's log, for a candidate that lags (see
+            // `step`).
+            reply.commit = self.log.committed.min(message.index);
+            reply.log_term = self.log.term_or_zero(reply.commit);
             if pre {
                 self.msgs.push(reply);
             } else {
@@ -1079,32 +1103,13 @@ impl<S: Storage> Raft<S> {
             }
             self.confirm_reads_after_membership_change();
             if !self.promotable() {
-                // Removed or demoted: keep leading only to hand over. Stepping down at once
-                // could leave the remaining voters unaware that this change committed, still
-                // in the joint configuration that needs our vote, which our longer log refuses
-                // them: no one could ever be elected.
-                self.hand_over();
+                // Removed or demoted: stop leading; the others elect a successor. (One still
+                // in the joint configuration that needs our vote learns from our refusal that
+                // the change committed: see `step`.)
+                self.become_follower(self.term, ReplicaId::NONE);
             }
         }
         Ok(self.membership.to_conf_state())
-    }
-
-    /// A leader that is no longer a voter transfers leadership to the voter that has the
-    /// most of its log (retried when a transfer times out).
-    fn hand_over(&mut self) {
-        if self.lead_transferee.is_some() {
-            return;
-        }
-        let successor = self
-            .membership
-            .incoming
-            .union(&self.membership.outgoing)
-            .copied()
-            .filter(|&id| id != self.id)
-            .max_by_key(|id| self.progress.get(id).map_or(LogIndex(0), |p| p.matched));
-        if let Some(to) = successor {
-            self.start_transfer(to);
-        }
     }
 
     /// The application applied entries up to `index`.
@@ -1140,11 +1145,6 @@ impl<S: Storage> Raft<S> {
         if !self.membership.is_voter(to) {
             return Err(RaftError::NotAVoter { replica: to });
         }
-        self.start_transfer(to);
-        Ok(())
-    }
-
-    fn start_transfer(&mut self, to: ReplicaId) {
         self.lead_transferee = to;
         self.election_elapsed = 0; // the transfer times out after an election timeout
         self.lease_until_tick = 0; // the successor may serve before our lease would expire
@@ -1154,6 +1154,7 @@ impl<S: Storage> Raft<S> {
         } else {
             self.send_append(to, true);
         }
+        Ok(())
     }
 
     /// The replica a transfer is under way to, if any.
@@ -1293,10 +1294,7 @@ impl<S: Storage> Raft<S> {
         match self.role {
             Role::Leader => {
                 assert_eq!(self.leader, self.id, "a leader knows it leads");
-                assert!(
-                    self.promotable() || self.lead_transferee.is_some(),
-                    "a leader is a voter, or hands over"
-                );
+                assert!(self.promotable(), "a leader is a voter");
                 for (id, progress) in &self.progress {
                     assert!(progress.matched < progress.next, "progress of {id}: match >= next");
                 }

@@ -22,7 +22,7 @@ pub enum Property {
     /// Two entries with the same index and term are the same entry, with the same log before
     /// them.
     LogMatching,
-    /// A new leader's log holds every committed entry.
+    /// A new leader's log holds every entry committed in an earlier term.
     LeaderCompleteness,
     /// No two nodes (nor one node across restarts) apply different entries at one index, and
     /// a snapshot holds exactly the committed state at its index.
@@ -106,6 +106,9 @@ pub struct Checker {
     /// Applied writes per key: index -> value.
     writes: BTreeMap<String, BTreeMap<LogIndex, String>>,
     votes: BTreeMap<(ReplicaId, Term), ReplicaId>,
+    /// The term in which each index was first seen committed by a leader.
+    commit_terms: BTreeMap<LogIndex, Term>,
+    commit_known: LogIndex,
     reads: BTreeMap<Bytes, ReadRequest>,
     /// Reads whose served state was checked.
     pub reads_checked: u64,
@@ -115,7 +118,7 @@ impl Checker {
     /// A checker for a group that starts from a snapshot at `base` (`(0, 0)`: an empty log).
     #[must_use]
     pub fn new(base: (LogIndex, Term)) -> Self {
-        Self { base, max_applied: base.0, ..Self::default() }
+        Self { base, max_applied: base.0, commit_known: base.0, ..Self::default() }
     }
 
     /// The highest index applied anywhere so far.
@@ -165,19 +168,38 @@ impl Checker {
             );
         }
         for (&index, applied) in self.applied.range(snapshot.0..) {
+            // Only entries committed in an earlier term: a stale leader of an older term
+            // (elected by late votes) need not hold what a newer leader committed since.
+            let committed_in = self.commit_terms.get(&index).copied().unwrap_or(term);
+            if committed_in >= term {
+                continue;
+            }
             let found = if index == snapshot.0 { Some(snapshot.1) } else { term_at(index) };
             if found != Some(applied.term) {
                 return violation(
                     Property::LeaderCompleteness,
                     format!(
-                        "{node} became leader of term {term} without the committed entry \
-                         {}/{index} (applied by {}); its log has {found:?} there",
+                        "{node} became leader of term {term} without the entry {}/{index}, \
+                         committed in term {committed_in} (applied by {}); its log has {found:?} \
+                         there",
                         applied.term, applied.node
                     ),
                 );
             }
         }
         Ok(())
+    }
+
+    /// A leader of `term` has committed up to `committed`: the entries not seen committed
+    /// before were committed in `term`.
+    pub fn on_leader_commit(&mut self, term: Term, committed: LogIndex) {
+        if committed <= self.commit_known {
+            return;
+        }
+        for index in self.commit_known.0 + 1..=committed.0 {
+            self.commit_terms.insert(LogIndex(index), term);
+        }
+        self.commit_known = committed;
     }
 
     /// `node` appended `entries` after its entry `prev` (index, term). Checks log matching:

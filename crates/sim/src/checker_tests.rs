@@ -82,6 +82,7 @@ fn log_matching_gap_inside_an_append() {
 #[test]
 fn leader_completeness_missing_committed_entry() {
     let mut checker = with_two_applied();
+    checker.on_leader_commit(Term(1), LogIndex(2));
     // B's log has entry 1 but a different term at 2.
     let log = |index: LogIndex| match index.0 {
         1 => Some(Term(1)),
@@ -249,5 +250,22 @@ fn applied_entry_lost_after_restart() {
     assert_eq!(
         property(checker.on_restart(A, LogIndex(2), (LogIndex(2), Term(7)), &wrong_snapshot)),
         Property::CommittedDurable
+    );
+}
+
+#[test]
+fn a_stale_leader_of_an_older_term_need_not_hold_newer_commits() {
+    let mut checker = Checker::new((LogIndex(0), Term(0)));
+    checker.on_apply(A, LogIndex(0), &entry(1, 1, "k=a")).unwrap();
+    checker.on_leader_commit(Term(1), LogIndex(1));
+    checker.on_apply(A, LogIndex(1), &entry(2, 4, "k=b")).unwrap();
+    checker.on_leader_commit(Term(4), LogIndex(2));
+    // B wins term 3 with late votes: it has entry 1 (committed in term 1), not entry 2.
+    let log = |index: LogIndex| (index.0 == 1).then_some(Term(1));
+    checker.on_leader(B, Term(3), (LogIndex(0), Term(0)), &log).unwrap();
+    // A leader of term 5 must hold both.
+    assert_eq!(
+        property(checker.on_leader(C, Term(5), (LogIndex(0), Term(0)), &log)),
+        Property::LeaderCompleteness
     );
 }

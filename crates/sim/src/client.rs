@@ -312,8 +312,10 @@ impl World {
                         Some(leader) if self.rng.chance(200) => to = leader,
                         _ => {}
                     }
-                    trace!(self, "cut {from} -> {to}");
-                    self.net.cut(from, to);
+                    if from != to {
+                        trace!(self, "cut {from} -> {to}");
+                        self.net.cut(from, to);
+                    }
                 }
                 self.schedule(heal_after, Event::Heal);
             }

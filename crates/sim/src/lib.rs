@@ -9,13 +9,15 @@
 //!
 //! Each seed runs a safety phase (thousands of events: writes, reads on leaders and
 //! followers, membership changes through joint consensus, leader transfers, quiescence,
-//! crashes that keep only what an fsync made durable, message loss, duplication and delay,
+//! crashes that keep only what an fsync made durable, fsyncs batched over several Readys,
+//! apply on the Ready or by a delayed apply worker, message loss, duplication and delay,
 //! symmetric, one-way and swizzle-clog partitions, log compaction and snapshots), checking
 //! after every event election safety, log matching, leader completeness, state machine
 //! safety, leader append-only, read-index linearizability, monotonic terms, vote safety,
 //! durability of applied entries and the Ready contract ([`checker`]). Then a liveness phase
-//! heals everything and requires a leader, a committed write applied by every member, and
-//! convergence, within a bound.
+//! heals everything and requires a leader, a committed write applied by every member,
+//! convergence, and an answer to every read a still-standing leader accepted, within a
+//! bound.
 //!
 //! Belongs here: the simulated world (network, disk, clock, crashes), the client workload,
 //! the checkers and the `tessera-sim` binary. Does not belong here: Raft itself (fix bugs
@@ -28,6 +30,7 @@
 //! cargo run -p tessera-sim -- --seed 42 --trace              # replay one seed, every event
 //! cargo run --release -p tessera-sim -- --seeds 100000       # soak: many seeds, a summary
 //! cargo run --release -p tessera-sim -- --seeds 500 --first-seed 9000 --events 6000
+//! cargo run --release -p tessera-sim -- --seeds 100000 --fail-fast  # stop at the first failure
 //! ```
 //!
 //! A failing seed prints `seed=N` with the violated property, the state of every node, and
@@ -83,6 +86,8 @@ pub fn run_seed(seed: u64, events: u64, trace: TraceMode) -> SeedReport {
 pub struct SeedFailure {
     /// The seed.
     pub seed: u64,
+    /// Events in its safety phase.
+    pub events: u64,
     /// The panic message.
     pub message: String,
 }
@@ -91,7 +96,12 @@ impl SeedFailure {
     /// The command that replays the failure.
     #[must_use]
     pub fn replay(&self) -> String {
-        format!("cargo run -p tessera-sim -- --seed {} --trace", self.seed)
+        let events = if self.events == DEFAULT_EVENTS {
+            String::new()
+        } else {
+            format!(" --events {}", self.events)
+        };
+        format!("cargo run -p tessera-sim -- --seed {}{events} --trace", self.seed)
     }
 }
 
@@ -107,6 +117,6 @@ pub fn run_seed_caught(
             .cloned()
             .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
             .unwrap_or_else(|| "panic with a non-string payload".to_owned());
-        SeedFailure { seed, message }
+        SeedFailure { seed, events, message }
     })
 }

@@ -21,11 +21,13 @@ struct Goal {
 impl World {
     pub(crate) fn liveness(&mut self) {
         self.faults = false;
-        // Raft's timing requirement, broadcast time much below the election timeout: message
-        // delays and fsyncs at most a tenth of it.
+        // Raft's timing requirement, broadcast time well below the election timeout: message
+        // delays and fsyncs at most a twentieth of it (a vote takes two of each).
         let election = u64::from(self.opts.election_ticks) * TICK;
-        self.net.calm(election / 10);
-        self.opts.fsync.1 = self.opts.fsync.1.min(election / 10).max(self.opts.fsync.0);
+        let cap = election / 20;
+        self.net.calm(cap);
+        self.opts.fsync.0 = self.opts.fsync.0.min(cap);
+        self.opts.fsync.1 = self.opts.fsync.1.min(cap);
         trace!(self, "liveness phase: network healed, faults off");
         let ids: Vec<ReplicaId> = self.nodes.keys().copied().collect();
         for id in ids {
@@ -35,15 +37,17 @@ impl World {
             }
         }
         let start = self.now;
-        // A leader within 10 election timeouts (of at most 2 * election_ticks each); then the
+        // A leader within 20 election timeouts (of at most 2 * election_ticks each); then the
         // write and the catch-up of every member, which may need many round trips when the
         // in-flight window and the messages are small.
         let last = self.nodes.values().filter_map(|n| n.raw.as_ref()).map(|r| r.last_index().0);
         let applied = self.nodes.values().filter(|n| n.running()).map(|n| n.kv_applied.0);
         let lag = last.max().unwrap_or(0) - applied.min().unwrap_or(0) + 20;
         let window = (self.opts.inflight_msgs_max as u64).min(4);
-        let catch_up = lag * 6 * (election / 10).max(TICK) / window;
-        let leader_deadline = start + 20 * election;
+        let catch_up = lag * 6 * cap.max(TICK) / window;
+        // Without pre-vote, every candidate with a short log resets everyone's timer: elections
+        // may take many rounds, each failing with a fair probability.
+        let leader_deadline = start + 40 * election;
         let deadline = leader_deadline + 20 * election + catch_up;
         let mut goal: Option<Goal> = None;
         let mut last_attempt = 0;
@@ -132,11 +136,19 @@ impl World {
     /// remaining member has applied that change too (until then a lagging member may still
     /// need the removed replica's vote, in the joint configuration it still applies).
     fn retire_removed(&mut self) {
-        let members = Membership::from_conf_state(&self.config.1).all_ids();
+        let (removed_at, members) =
+            (self.config.0, Membership::from_conf_state(&self.config.1).all_ids());
+        // A member still needs `id` while it has not applied the change (its membership, say
+        // the snapshot's right after a restart, may still count `id`'s vote).
         let still_needed = |id: ReplicaId| {
             members.iter().any(|m| {
-                self.nodes.get(m).and_then(|n| n.raw.as_ref()).is_some_and(|raw| {
-                    Membership::from_conf_state(&raw.conf_state()).all_ids().contains(&id)
+                self.nodes.get(m).is_none_or(|n| {
+                    n.raw.as_ref().is_none_or(|raw| {
+                        n.kv_applied < removed_at
+                            || Membership::from_conf_state(&raw.conf_state())
+                                .all_ids()
+                                .contains(&id)
+                    })
                 })
             })
         };

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! tessera-sim --seed N [--trace] [--events E]
-//! tessera-sim [--seeds K] [--first-seed S] [--events E]
+//! tessera-sim [--seeds K] [--first-seed S] [--events E] [--fail-fast]
 //! ```
 
 use std::process::ExitCode;
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use tessera_sim::{DEFAULT_EVENTS, Options, Stats, TraceMode, run_seed_caught};
 
 const USAGE: &str = "usage: tessera-sim --seed N [--trace] [--events E]\n       \
-                     tessera-sim [--seeds K] [--first-seed S] [--events E]";
+                     tessera-sim [--seeds K] [--first-seed S] [--events E] [--fail-fast]";
 
 #[derive(Debug)]
 struct Args {
@@ -20,11 +20,18 @@ struct Args {
     first_seed: u64,
     events: u64,
     trace: bool,
+    fail_fast: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut args =
-        Args { seed: None, seeds: 100, first_seed: 1, events: DEFAULT_EVENTS, trace: false };
+    let mut args = Args {
+        seed: None,
+        seeds: 100,
+        first_seed: 1,
+        events: DEFAULT_EVENTS,
+        trace: false,
+        fail_fast: false,
+    };
     let mut iter = std::env::args().skip(1);
     while let Some(flag) = iter.next() {
         let mut number = |name: &str| -> Result<u64, String> {
@@ -37,6 +44,7 @@ fn parse_args() -> Result<Args, String> {
             "--first-seed" => args.first_seed = number("--first-seed")?,
             "--events" => args.events = number("--events")?,
             "--trace" => args.trace = true,
+            "--fail-fast" => args.fail_fast = true,
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other}")),
         }
@@ -74,7 +82,9 @@ fn main() -> ExitCode {
     let mut total = Stats::default();
     let mut failures = Vec::new();
     let last = args.first_seed + args.seeds;
+    let mut run = 0;
     for seed in args.first_seed..last {
+        run += 1;
         match run_seed_caught(seed, args.events, TraceMode::Off) {
             Ok(report) => total.add(&report.stats),
             Err(failure) => {
@@ -82,6 +92,9 @@ fn main() -> ExitCode {
                 println!("  options: {}", Options::draw(seed, args.events));
                 println!("  replay: {}", failure.replay());
                 failures.push(failure);
+                if args.fail_fast {
+                    break;
+                }
             }
         }
         let done = seed - args.first_seed + 1;
@@ -89,7 +102,7 @@ fn main() -> ExitCode {
             eprintln!("... {done} seeds, {} failed, {:.1?}", failures.len(), started.elapsed());
         }
     }
-    print_summary(&total, failures.len(), started.elapsed());
+    print_summary(&total, run, failures.len(), started.elapsed());
     if failures.is_empty() {
         ExitCode::SUCCESS
     } else {
@@ -105,7 +118,7 @@ fn replay(seed: u64, args: &Args) -> ExitCode {
     let started = wall_clock();
     match run_seed_caught(seed, args.events, mode) {
         Ok(report) => {
-            print_summary(&report.stats, 0, started.elapsed());
+            print_summary(&report.stats, 1, 0, started.elapsed());
             ExitCode::SUCCESS
         }
         Err(failure) => {
@@ -116,6 +129,8 @@ fn replay(seed: u64, args: &Args) -> ExitCode {
     }
 }
 
-fn print_summary(stats: &Stats, failed: usize, elapsed: Duration) {
-    println!("summary: {stats} failed={failed} wall_time={elapsed:.2?}");
+fn print_summary(stats: &Stats, run: u64, failed: usize, elapsed: Duration) {
+    println!(
+        "summary: seeds_run={run} failed={failed} wall_time={elapsed:.2?}\n  (passed seeds) {stats}"
+    );
 }

@@ -370,6 +370,7 @@ impl World {
             ensure!(self, self.checker.on_term(id, node.term, term, false));
             let leading = node.leading;
             let next_leading = if raw.raft().role() == Role::Leader {
+                self.checker.on_leader_commit(term, raw.committed());
                 let last = raw.last_index();
                 match leading {
                     Some((led, since)) if led == term => {
