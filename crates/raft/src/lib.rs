@@ -41,17 +41,16 @@
 //! Measured by `cargo run --release -p tessera-bench --bin raft-throughput` (3 in-memory
 //! replicas on one thread, 16-byte entries; method and full tables in `bench/README.md`),
 //! side by side with raft-rs 0.7 driven the same way, on the 2-core CI machine
-//! (2026-11-23, medians of 7 alternating pairs):
+//! (2026-11-23, medians of 3 alternating pairs):
 //!
-//! | proposals in flight | CPU ns per entry (raft-rs) | entries/s (raft-rs) |
+//! | proposals in flight | entries/s (raft-rs) | CPU ns per entry (raft-rs) |
 //! |---|---|---|
-//! | 1 | 1,676 (2,760) | 579 k (312 k) |
-//! | 64 | 1,168 (1,939) | 832 k (478 k) |
-//! | 1024 | 680 (1,120) | 1.40 M (0.79 M) |
+//! | 1 | 446 k (270 k) | 1,795 (3,441) |
+//! | 64 | 2.10 M (429 k) | 475 (2,332) |
+//! | 1024 | 2.51 M (669 k) | 396 (1,492) |
 //!
-//! The target of 2 M entries/s at 1,024 in flight is not yet met: the profile shows a third
-//! of the instructions in building one append per follower per proposal; sending appends
-//! once per Ready instead measured 2.4 M entries/s and 414 ns per entry (`bench/README.md`).
+//! The main lever: a leader's appends go out once per Ready (one append per follower for
+//! every proposal made since), not once per proposal.
 //! 10,000 idle three-replica groups cost about 126 ms of CPU per second awake and 1 ms
 //! quiesced (`--bin raft-idle-groups`).
 

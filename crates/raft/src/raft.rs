@@ -101,6 +101,10 @@ pub struct Raft<S> {
     /// quorum acknowledges it.
     proposal_ticks: VecDeque<(LogIndex, u64)>,
     pub(crate) quiesced: bool,
+    /// Leader: proposals were appended since appends last went out. They go out once per
+    /// Ready (`flush_appends`), so one append per follower carries every proposal made
+    /// since, instead of one append per follower per proposal.
+    pub(crate) append_pending: bool,
     rng: SplitMix64,
     pub(crate) config: Config,
 }
@@ -143,6 +147,7 @@ impl<S: Storage> Raft<S> {
             lease_until_tick: 0,
             proposal_ticks: VecDeque::new(),
             quiesced: false,
+            append_pending: false,
             rng: SplitMix64::new(config.seed),
             config,
         };
@@ -204,6 +209,7 @@ impl<S: Storage> Raft<S> {
         self.transfer_attempted = false;
         self.proposal_ticks.clear();
         self.quiesced = false;
+        self.append_pending = false;
         let next = self.log.last_index().next();
         let (count_max, bytes_max) =
             (self.config.inflight_msgs_max, self.config.inflight_bytes_max);
@@ -1055,9 +1061,15 @@ impl<S: Storage> Raft<S> {
         let entry = Entry { term: self.term, index: LogIndex(0), kind: EntryKind::Normal, data };
         self.check_can_propose(entry.size_bytes())?;
         self.append_entries(vec![entry]);
-        let index = self.log.last_index();
-        self.broadcast_append();
-        Ok(index)
+        self.append_pending = true;
+        Ok(self.log.last_index())
+    }
+
+    /// Sends the appends that proposals made since the last Ready are waiting for.
+    pub(crate) fn flush_appends(&mut self) {
+        if std::mem::take(&mut self.append_pending) && self.role == Role::Leader {
+            self.broadcast_append();
+        }
     }
 
     /// Proposes a membership change (leader only; one at a time).

@@ -187,6 +187,7 @@ impl<S: Storage> RawNode<S> {
         let raft = &self.raft;
         self.soft_state() != self.previous_soft
             || raft.hard_state() != self.previous_hard
+            || raft.append_pending
             || !raft.msgs.is_empty()
             || !raft.msgs_after_persist.is_empty()
             || !raft.log.entries_to_persist().is_empty()
@@ -200,6 +201,7 @@ impl<S: Storage> RawNode<S> {
         let number = self.next_ready_number;
         self.next_ready_number += 1;
         let raft = &mut self.raft;
+        raft.flush_appends();
         let soft = SoftState { leader: raft.leader(), role: raft.role() };
         let hard = raft.hard_state();
         let entries = raft.log.entries_to_persist().to_vec();
@@ -216,8 +218,8 @@ impl<S: Storage> RawNode<S> {
             hard_state: (hard != self.previous_hard).then_some(hard),
             snapshot,
             entries,
-            messages: std::mem::take(&mut raft.msgs),
-            persisted_messages: std::mem::take(&mut raft.msgs_after_persist),
+            messages: take_keeping_capacity(&mut raft.msgs),
+            persisted_messages: take_keeping_capacity(&mut raft.msgs_after_persist),
             committed_entries,
             read_states: std::mem::take(&mut raft.read_states),
         };
@@ -311,4 +313,11 @@ impl<S: Storage> Raft<S> {
     pub fn hard_state(&self) -> HardState {
         HardState { term: self.term, vote: self.vote, commit: self.log.committed }
     }
+}
+
+/// Takes the messages, leaving a vector with room for as many: the next Ready likely needs
+/// as much again, and regrowing from empty copies them over and over.
+fn take_keeping_capacity(messages: &mut Vec<Message>) -> Vec<Message> {
+    let capacity = messages.len();
+    std::mem::replace(messages, Vec::with_capacity(capacity))
 }
