@@ -472,23 +472,9 @@ impl<S: Storage> Raft<S> {
                 self.msgs.push(reply);
             } else if matches!(message.kind, MessageKind::RequestPreVote | MessageKind::RequestVote)
             {
-                // Refuse with our term, so that a stale candidate moves up instead of
-                // campaigning below it forever, and with what we know committed (see below).
-                let pre = message.kind == MessageKind::RequestPreVote;
-                let kind = if pre {
-                    MessageKind::RequestPreVoteResponse
-                } else {
-                    MessageKind::RequestVoteResponse
-                };
-                let mut reply = Message::new(kind, self.id, message.from, self.term);
-                reply.reject = true;
-                reply.commit = self.log.committed.min(message.index);
-                reply.log_term = self.log.term_or_zero(reply.commit);
-                if pre {
-                    self.msgs.push(reply);
-                } else {
-                    self.msgs_after_persist.push(reply);
-                }
+                // Refused with our term, so that a stale candidate moves up instead of
+                // campaigning below it forever.
+                self.refuse_vote(&message);
             }
             return Ok(());
         }
@@ -552,17 +538,28 @@ impl<S: Storage> Raft<S> {
                 self.msgs_after_persist.push(reply);
             }
         } else {
-            let mut reply = Message::new(response_kind, self.id, message.from, self.term);
-            reply.reject = true;
-            // What we know committed of the candidate's log, for a candidate that lags (see
-            // `step`).
-            reply.commit = self.log.committed.min(message.index);
-            reply.log_term = self.log.term_or_zero(reply.commit);
-            if pre {
-                self.msgs.push(reply);
-            } else {
-                self.msgs_after_persist.push(reply);
-            }
+            self.refuse_vote(message);
+        }
+    }
+
+    /// Refuses a (pre-)vote request with our term and what we know committed of the
+    /// candidate's log, so a candidate that lags can advance its commit index (see `step`).
+    /// A vote refusal, like a grant, leaves only once our term is durable.
+    fn refuse_vote(&mut self, request: &Message) {
+        let pre = request.kind == MessageKind::RequestPreVote;
+        let kind = if pre {
+            MessageKind::RequestPreVoteResponse
+        } else {
+            MessageKind::RequestVoteResponse
+        };
+        let mut reply = Message::new(kind, self.id, request.from, self.term);
+        reply.reject = true;
+        reply.commit = self.log.committed.min(request.index);
+        reply.log_term = self.log.term_or_zero(reply.commit);
+        if pre {
+            self.msgs.push(reply);
+        } else {
+            self.msgs_after_persist.push(reply);
         }
     }
 

@@ -137,22 +137,7 @@ fn parse_id(s: &str) -> u64 {
 }
 
 fn parse_kind(s: &str) -> MessageKind {
-    use MessageKind::*;
-    let kinds = [
-        Append,
-        AppendResponse,
-        RequestVote,
-        RequestVoteResponse,
-        RequestPreVote,
-        RequestPreVoteResponse,
-        Heartbeat,
-        HeartbeatResponse,
-        Snapshot,
-        TimeoutNow,
-        ReadIndex,
-        ReadIndexResponse,
-    ];
-    kinds
+    MessageKind::ALL
         .into_iter()
         .find(|k| format!("{k:?}") == s)
         .unwrap_or_else(|| panic!("unknown message kind {s:?}"))

@@ -52,15 +52,19 @@ impl World {
         self.schedule(gap, Event::Action);
     }
 
-    /// Mostly a node that believes it leads (a client with a stale routing cache may well
-    /// reach a deposed leader), then the leader of the highest term, sometimes any node.
-    fn target(&mut self) -> Option<ReplicaId> {
-        let leaders: Vec<ReplicaId> = self
-            .nodes
+    /// The running nodes that believe they lead (deposed leaders included).
+    fn believed_leaders(&self) -> Vec<ReplicaId> {
+        self.nodes
             .values()
             .filter(|n| n.raw.as_ref().is_some_and(|raw| raw.raft().role() == Role::Leader))
             .map(|n| n.id)
-            .collect();
+            .collect()
+    }
+
+    /// Mostly a node that believes it leads (a client with a stale routing cache may well
+    /// reach a deposed leader), then the leader of the highest term, sometimes any node.
+    fn target(&mut self) -> Option<ReplicaId> {
+        let leaders = self.believed_leaders();
         match self.rng.below(10) {
             0..=4 if !leaders.is_empty() => Some(*self.rng.pick(&leaders)),
             5..=7 if !leaders.is_empty() => self.current_leader(),
@@ -109,12 +113,7 @@ impl World {
     /// Reads on every node that believes it leads, at once: a deposed leader still holding
     /// a lease is where stale reads would come from.
     pub(crate) fn read_burst(&mut self) {
-        let leaders: Vec<ReplicaId> = self
-            .nodes
-            .values()
-            .filter(|n| n.raw.as_ref().is_some_and(|raw| raw.raft().role() == Role::Leader))
-            .map(|n| n.id)
-            .collect();
+        let leaders = self.believed_leaders();
         for id in leaders {
             self.read_on(id);
         }

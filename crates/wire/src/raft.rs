@@ -255,6 +255,22 @@ pub enum MessageKind {
 }
 
 impl MessageKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [Self; 12] = [
+        Self::Append,
+        Self::AppendResponse,
+        Self::RequestVote,
+        Self::RequestVoteResponse,
+        Self::RequestPreVote,
+        Self::RequestPreVoteResponse,
+        Self::Heartbeat,
+        Self::HeartbeatResponse,
+        Self::Snapshot,
+        Self::TimeoutNow,
+        Self::ReadIndex,
+        Self::ReadIndexResponse,
+    ];
+
     /// Whether this message is a response, which never changes who is leader.
     #[must_use]
     pub const fn is_response(self) -> bool {

@@ -104,3 +104,28 @@ fn a_truncated_message_is_refused() {
         assert!(rkyv::access::<ArchivedMessage, Error>(&truncated).is_err(), "cut at {cut}");
     }
 }
+
+/// `MessageKind::ALL` lists every kind once, in order. The match is exhaustive, so a new
+/// kind does not compile here until it is placed, and then this fails until `ALL` has it.
+#[test]
+fn message_kind_all_lists_every_kind() {
+    fn position(kind: MessageKind) -> usize {
+        match kind {
+            MessageKind::Append => 0,
+            MessageKind::AppendResponse => 1,
+            MessageKind::RequestVote => 2,
+            MessageKind::RequestVoteResponse => 3,
+            MessageKind::RequestPreVote => 4,
+            MessageKind::RequestPreVoteResponse => 5,
+            MessageKind::Heartbeat => 6,
+            MessageKind::HeartbeatResponse => 7,
+            MessageKind::Snapshot => 8,
+            MessageKind::TimeoutNow => 9,
+            MessageKind::ReadIndex => 10,
+            MessageKind::ReadIndexResponse => 11,
+        }
+    }
+    for (index, kind) in MessageKind::ALL.into_iter().enumerate() {
+        assert_eq!(position(kind), index, "{kind:?}");
+    }
+}
