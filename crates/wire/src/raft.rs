@@ -12,43 +12,6 @@ use std::fmt;
 use bytes::Bytes;
 use rkyv::{Archive, Deserialize, Serialize};
 
-macro_rules! id_newtype {
-    ($(#[$meta:meta])* $name:ident) => {
-        $(#[$meta])*
-        #[derive(
-            Archive, Serialize, Deserialize, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash,
-        )]
-        #[rkyv(derive(Debug, PartialEq, Eq, PartialOrd, Ord, Hash))]
-        pub struct $name(pub u64);
-
-        impl fmt::Debug for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                fmt::Display::fmt(&self.0, f)
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                fmt::Display::fmt(&self.0, f)
-            }
-        }
-
-        impl From<u64> for $name {
-            fn from(value: u64) -> Self {
-                Self(value)
-            }
-        }
-
-        impl $name {
-            /// The raw number.
-            #[must_use]
-            pub const fn get(self) -> u64 {
-                self.0
-            }
-        }
-    };
-}
-
 id_newtype!(
     /// A Raft term. Terms only grow.
     Term
