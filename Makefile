@@ -16,12 +16,13 @@ endif
 BIN_DIR := $(CARGO_TARGET_DIR)/debug
 SIM_SEEDS ?= 200
 
-.PHONY: help deps run build test fmt-check clippy unit-tests doc-tests fmt bench clean-cache
+.PHONY: help deps run build test fmt-check clippy unit-tests doc-tests fmt bench bench-storage clean-cache
 
 help:
 	@echo "make run    build Tessera and run what it has so far (see README.md)"
 	@echo "make test   install what is missing, then fmt check, clippy -D warnings, all tests"
 	@echo "make bench  run the benchmarks (release profile)"
+	@echo "make bench-storage  group commit of the raft-log engine vs the disk's fsync rate"
 
 deps:
 	@scripts/install-deps.sh
@@ -63,6 +64,14 @@ fmt:
 bench: deps
 	@echo "==> benchmarks (release profile); figures go to the terminal, see bench/README.md"
 	cargo bench --locked --workspace
+
+# Release builds live in their own target dir (bench/README.md), so RocksDB's release C++ build
+# is cached apart from the dev one that tests use. BENCH_ARGS passes flags through.
+BENCH_TARGET_DIR ?= $(TESSERA_CACHE_DIR)/bench-target
+bench-storage: deps
+	@echo "==> storage-group-commit (release profile, target dir $(BENCH_TARGET_DIR))"
+	CARGO_TARGET_DIR=$(BENCH_TARGET_DIR) cargo run --locked --release -p tessera-bench \
+	  --bin storage-group-commit -- $(BENCH_ARGS)
 
 clean-cache:
 	rm -rf "$(CARGO_TARGET_DIR)"

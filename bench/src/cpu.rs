@@ -24,6 +24,15 @@ pub fn cpu_time() -> io::Result<Duration> {
     }
 }
 
+/// User + system CPU time consumed so far by all threads of this process, at the 10 ms
+/// resolution of `/proc/self/stat` (for multi-threaded benchmarks measured over seconds).
+///
+/// # Errors
+/// If `/proc/self/stat` cannot be read and parsed (not Linux).
+pub fn process_cpu_time() -> io::Result<Duration> {
+    parse_stat(&std::fs::read_to_string("/proc/self/stat")?)
+}
+
 /// `/proc/self/schedstat`: "run-ns wait-ns timeslices".
 fn parse_schedstat(text: &str) -> io::Result<Duration> {
     let nanos = text

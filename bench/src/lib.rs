@@ -14,3 +14,4 @@ pub mod cpu;
 pub mod raft_group;
 pub mod raft_idle_groups;
 pub mod raft_throughput;
+pub mod storage_group_commit;
