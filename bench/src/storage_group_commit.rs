@@ -2,18 +2,21 @@
 //! appending at once, beside the raw fsync rate of the same disk measured in the same run.
 //!
 //! Two ways to drive the engine, side by side:
-//! - **store** (Tessera's write path, ARCHITECTURE.md §3): one client thread per group
-//!   submits an append and waits for its acknowledgement (closed loop); one writer thread
-//!   drains every queued append into one `RaftLogBatch` (entry + raft state per group),
-//!   writes it with `sync = true` — one fsync — and acknowledges them all.
+//! - **store** (Tessera's write path, ARCHITECTURE.md §3): every group has one append in
+//!   flight at a time (closed loop); [`STORE_CLIENT_THREADS`] client threads own the groups
+//!   and submit the next append of each acknowledged group together, as a store's network
+//!   threads hand proposals to its raft worker. One writer thread drains every queued append
+//!   into one `RaftLogBatch` (entry + raft state per group), writes it with `sync = true` —
+//!   one fsync — and acknowledges them all.
 //! - **direct**: every client thread writes its own one-append batch with `sync = true`, so
 //!   only the engine's own write grouping merges their fsyncs.
 //!
 //! The raw rate is a loop of 4 KiB appends, each followed by `fdatasync`, on a file in the
 //! same directory.
 
+use std::collections::VecDeque;
 use std::fs::OpenOptions;
-use std::io::Write;
+use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -52,8 +55,10 @@ impl Mode {
 pub struct CaseResult {
     /// How clients reached the engine.
     pub mode: Mode,
-    /// Concurrent groups (one client each).
+    /// Concurrent groups.
     pub groups: usize,
+    /// Appends in flight per group (store mode; 1 in direct mode).
+    pub inflight: usize,
     /// Appends acknowledged durable.
     pub appends: u64,
     /// Synced writes issued by the writer (store mode only; 0 in direct mode).
@@ -85,11 +90,12 @@ impl CaseResult {
     #[must_use]
     pub fn to_json(&self) -> String {
         format!(
-            "{{\"bench\":\"storage-group-commit\",\"mode\":\"{}\",\"groups\":{},\"appends\":{},\
+            "{{\"bench\":\"storage-group-commit\",\"mode\":\"{}\",\"groups\":{},\"inflight\":{},\"appends\":{},\
              \"fsyncs\":{},\"seconds\":{:.3},\"appends_per_sec\":{:.0},\"appends_per_fsync\":{},\
              \"cpu_percent\":{:.0},\"p50_us\":{},\"p99_us\":{}}}",
             self.mode.name(),
             self.groups,
+            self.inflight,
             self.appends,
             self.fsyncs,
             self.wall.as_secs_f64(),
@@ -105,6 +111,8 @@ impl CaseResult {
 /// The raw fsync rate of a disk.
 #[derive(Clone, Debug)]
 pub struct RawFsyncResult {
+    /// How blocks were written.
+    pub mode: RawWrite,
     /// `fdatasync` calls completed.
     pub syncs: u64,
     /// Measured wall time.
@@ -126,8 +134,9 @@ impl RawFsyncResult {
     #[must_use]
     pub fn to_json(&self) -> String {
         format!(
-            "{{\"bench\":\"raw-fdatasync\",\"syncs\":{},\"seconds\":{:.3},\"syncs_per_sec\":{:.0},\
+            "{{\"bench\":\"raw-fdatasync\",\"mode\":\"{}\",\"syncs\":{},\"seconds\":{:.3},\"syncs_per_sec\":{:.0},\
              \"p50_us\":{},\"p99_us\":{}}}",
+            self.mode.name(),
             self.syncs,
             self.wall.as_secs_f64(),
             self.syncs_per_sec(),
@@ -137,37 +146,78 @@ impl RawFsyncResult {
     }
 }
 
-/// Appends 4 KiB and calls `fdatasync`, in a loop, for `duration`, on a new file in `dir`.
+/// How the raw loop writes its 4 KiB blocks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RawWrite {
+    /// Append to a growing file: every `fdatasync` also commits the new file size.
+    Append,
+    /// Overwrite a preallocated file in place: `fdatasync` flushes only data, as for a WAL
+    /// that writes into space it already owns.
+    Overwrite,
+}
+
+impl RawWrite {
+    /// The mode's name in reports.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Append => "append",
+            Self::Overwrite => "overwrite",
+        }
+    }
+}
+
+/// Writes 4 KiB and calls `fdatasync`, in a loop, for `duration`, on a new file in `dir`.
 ///
 /// # Errors
 /// File-system failures.
-pub fn raw_fsync(dir: &Path, duration: Duration) -> std::io::Result<RawFsyncResult> {
-    let path = dir.join("raw-fdatasync.bin");
+pub fn raw_fsync(
+    dir: &Path,
+    mode: RawWrite,
+    duration: Duration,
+) -> std::io::Result<RawFsyncResult> {
+    const BLOCK: usize = 4096;
+    const PREALLOCATED_BLOCKS: u64 = 16 * 1024; // 64 MiB, wrapped around
+    let path = dir.join(format!("raw-fdatasync-{}.bin", mode.name()));
     let mut file = OpenOptions::new().create(true).truncate(true).write(true).open(&path)?;
-    let block = vec![0x5a_u8; 4096];
+    let block = vec![0x5a_u8; BLOCK];
+    if mode == RawWrite::Overwrite {
+        for _ in 0..PREALLOCATED_BLOCKS {
+            file.write_all(&block)?;
+        }
+        file.sync_all()?;
+    }
     let mut latencies = Vec::new();
+    let mut written = 0u64;
     let start = Instant::now();
     while start.elapsed() < duration {
         let began = Instant::now();
+        if mode == RawWrite::Overwrite {
+            file.seek(SeekFrom::Start((written % PREALLOCATED_BLOCKS) * BLOCK as u64))?;
+        }
         file.write_all(&block)?;
         file.sync_data()?;
+        written += 1;
         latencies.push(began.elapsed());
     }
     let wall = start.elapsed();
     std::fs::remove_file(&path)?;
     let (latency_p50, latency_p99) = percentiles(&mut latencies);
-    Ok(RawFsyncResult { syncs: latencies.len() as u64, wall, latency_p50, latency_p99 })
+    Ok(RawFsyncResult { mode, syncs: latencies.len() as u64, wall, latency_p50, latency_p99 })
 }
 
-/// An append request from a client: its group and the entry's index, and where to answer.
-struct Append {
-    group: usize,
-    index: LogIndex,
-    done: Sender<()>,
+/// Threads that submit appends in store mode; each owns a share of the groups.
+pub const STORE_CLIENT_THREADS: usize = 4;
+
+/// Appends submitted together by one client thread (one per free group it owns), and where
+/// to acknowledge them.
+struct Submission {
+    appends: Vec<(usize, LogIndex)>,
+    ack: Sender<Vec<usize>>,
 }
 
-/// Runs one case: `groups` closed-loop clients appending `payload_bytes` entries to their
-/// own range for `duration` (after `warmup`).
+/// Runs one case: `groups` ranges, each with up to `inflight` appends of `payload_bytes` in
+/// flight (store mode; direct mode has exactly one per group), for `duration` after `warmup`.
 ///
 /// # Panics
 /// If the engine fails (a benchmark has no way to go on).
@@ -175,6 +225,7 @@ pub fn run_case<E: RaftLogEngine>(
     engine: &E,
     mode: Mode,
     groups: usize,
+    inflight: usize,
     payload_bytes: usize,
     warmup: Duration,
     duration: Duration,
@@ -183,7 +234,7 @@ pub fn run_case<E: RaftLogEngine>(
     let stop = Arc::new(AtomicBool::new(false));
     let measuring = Arc::new(AtomicBool::new(false));
     let fsyncs = Arc::new(AtomicU64::new(0));
-    let (queue_tx, queue_rx) = crossbeam_channel::unbounded::<Append>();
+    let (queue_tx, queue_rx) = crossbeam_channel::unbounded::<Submission>();
 
     let writer = (mode == Mode::Store).then(|| {
         let engine = engine.clone();
@@ -196,15 +247,21 @@ pub fn run_case<E: RaftLogEngine>(
         })
     });
 
-    let clients: Vec<_> = (0..groups)
-        .map(|group| {
+    let threads = match mode {
+        Mode::Store => groups.min(STORE_CLIENT_THREADS),
+        Mode::Direct => groups,
+    };
+    let clients: Vec<_> = (0..threads)
+        .map(|thread| {
             let engine = engine.clone();
             let payload = payload.clone();
             let stop = Arc::clone(&stop);
             let measuring = Arc::clone(&measuring);
             let queue = queue_tx.clone();
-            std::thread::spawn(move || {
-                client(&engine, mode, group, &payload, &queue, &stop, &measuring)
+            let owned: Vec<usize> = (thread..groups).step_by(threads).collect();
+            std::thread::spawn(move || match mode {
+                Mode::Store => store_client(&engine, &owned, inflight, &queue, &stop, &measuring),
+                Mode::Direct => direct_client(&engine, owned[0], &payload, &stop, &measuring),
             })
         })
         .collect();
@@ -233,6 +290,7 @@ pub fn run_case<E: RaftLogEngine>(
     CaseResult {
         mode,
         groups,
+        inflight: if mode == Mode::Store { inflight } else { 1 },
         appends: latencies.len() as u64,
         fsyncs,
         wall,
@@ -258,47 +316,31 @@ fn range_of(group: usize) -> RangeId {
     RangeId(group as u64 + 1)
 }
 
-fn client<E: RaftLogEngine>(
+fn last_index<E: RaftLogEngine>(engine: &E, group: usize) -> LogIndex {
+    engine
+        .stored_index_bounds(range_of(group))
+        .expect("engine readable")
+        .map_or(LogIndex(0), |(_, last)| last)
+}
+
+/// One closed-loop client per group: append, sync, repeat.
+fn direct_client<E: RaftLogEngine>(
     engine: &E,
-    mode: Mode,
     group: usize,
     payload: &Bytes,
-    queue: &Sender<Append>,
     stop: &AtomicBool,
     measuring: &AtomicBool,
 ) -> Vec<Duration> {
     let range = range_of(group);
-    let mut index = engine
-        .stored_index_bounds(range)
-        .expect("engine readable")
-        .map_or(LogIndex(0), |(_, last)| last);
-    let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+    let mut index = last_index(engine, group);
     let mut batch = engine.batch();
     let mut latencies = Vec::new();
     while !stop.load(Ordering::Acquire) {
         index = index.next();
         let began = Instant::now();
-        match mode {
-            Mode::Store => {
-                if queue.send(Append { group, index, done: done_tx.clone() }).is_err() {
-                    break;
-                }
-                // The writer may stop with this append still queued: look at `stop` while
-                // waiting instead of blocking forever.
-                loop {
-                    match done_rx.recv_timeout(Duration::from_millis(20)) {
-                        Ok(()) => break,
-                        Err(RecvTimeoutError::Timeout) if !stop.load(Ordering::Acquire) => {}
-                        Err(_) => return latencies,
-                    }
-                }
-            }
-            Mode::Direct => {
-                batch.append(range, &[entry(index, payload)]);
-                batch.put_raft_state(range, &raft_state(index));
-                engine.write(&mut batch, true).expect("synced write");
-            }
-        }
+        batch.append(range, &[entry(index, payload)]);
+        batch.put_raft_state(range, &raft_state(index));
+        engine.write(&mut batch, true).expect("synced write");
         if measuring.load(Ordering::Acquire) {
             latencies.push(began.elapsed());
         }
@@ -306,9 +348,62 @@ fn client<E: RaftLogEngine>(
     latencies
 }
 
+/// Closed loop over the groups this thread owns: each group has at most one append in
+/// flight; every free group submits its next append, then the thread waits for acks.
+fn store_client<E: RaftLogEngine>(
+    engine: &E,
+    owned: &[usize],
+    inflight: usize,
+    queue: &Sender<Submission>,
+    stop: &AtomicBool,
+    measuring: &AtomicBool,
+) -> Vec<Duration> {
+    let mut next: Vec<LogIndex> = owned.iter().map(|&group| last_index(engine, group)).collect();
+    let position = |group: usize| owned.iter().position(|&g| g == group).expect("own group");
+    // Submission times of each group's appends in flight, oldest first (acks come in order:
+    // one writer, one batch per fsync).
+    let mut in_flight: Vec<VecDeque<Instant>> = vec![VecDeque::new(); owned.len()];
+    let (ack_tx, ack_rx) = crossbeam_channel::unbounded::<Vec<usize>>();
+    let mut latencies = Vec::new();
+    while !stop.load(Ordering::Acquire) {
+        let now = Instant::now();
+        let mut appends = Vec::new();
+        for (slot, &group) in owned.iter().enumerate() {
+            while in_flight[slot].len() < inflight {
+                next[slot] = next[slot].next();
+                in_flight[slot].push_back(now);
+                appends.push((group, next[slot]));
+            }
+        }
+        if !appends.is_empty() && queue.send(Submission { appends, ack: ack_tx.clone() }).is_err() {
+            break;
+        }
+        // The writer may stop with this submission still queued: look at `stop` while
+        // waiting instead of blocking forever.
+        let acked = loop {
+            match ack_rx.recv_timeout(Duration::from_millis(20)) {
+                Ok(groups) => break groups,
+                Err(RecvTimeoutError::Timeout) if !stop.load(Ordering::Acquire) => {}
+                Err(_) => return latencies,
+            }
+        };
+        let measured = measuring.load(Ordering::Acquire);
+        let done = Instant::now();
+        for group in acked.into_iter().chain(ack_rx.try_iter().flatten()) {
+            let slot = position(group);
+            if let Some(submitted) = in_flight[slot].pop_front()
+                && measured
+            {
+                latencies.push(done - submitted);
+            }
+        }
+    }
+    latencies
+}
+
 fn store_writer<E: RaftLogEngine>(
     engine: &E,
-    queue: &Receiver<Append>,
+    queue: &Receiver<Submission>,
     payload: &Bytes,
     stop: &AtomicBool,
     measuring: &AtomicBool,
@@ -317,28 +412,27 @@ fn store_writer<E: RaftLogEngine>(
     let mut batch = engine.batch();
     let mut pending = Vec::new();
     while !stop.load(Ordering::Acquire) {
-        // Block for the first append, then take everything already queued: the appends that
-        // arrived while the previous fsync ran share the next one.
+        // Block for the first submission, then take everything already queued: the appends
+        // that arrived while the previous fsync ran share the next one.
         let Ok(first) = queue.recv_timeout(Duration::from_millis(50)) else { continue };
         pending.push(first);
         pending.extend(queue.try_iter());
-        for append in &pending {
-            let range = range_of(append.group);
-            batch.append(range, &[entry(append.index, payload)]);
-            batch.put_raft_state(range, &raft_state(append.index));
+        for submission in &pending {
+            for &(group, index) in &submission.appends {
+                let range = range_of(group);
+                batch.append(range, &[entry(index, payload)]);
+                batch.put_raft_state(range, &raft_state(index));
+            }
         }
         engine.write(&mut batch, true).expect("synced group commit");
         if measuring.load(Ordering::Acquire) {
             fsyncs.fetch_add(1, Ordering::Relaxed);
         }
-        for append in pending.drain(..) {
+        for submission in pending.drain(..) {
+            let groups = submission.appends.iter().map(|(group, _)| *group).collect();
             // A client that stopped waiting is fine to miss.
-            let _ = append.done.send(());
+            let _ = submission.ack.send(groups);
         }
-    }
-    // Release clients still waiting so they observe `stop`.
-    for append in queue.try_iter() {
-        let _ = append.done.send(());
     }
 }
 
@@ -365,6 +459,7 @@ mod tests {
             &engine,
             Mode::Store,
             8,
+            2,
             16,
             Duration::from_millis(20),
             Duration::from_millis(200),
@@ -389,13 +484,14 @@ mod tests {
             &engine,
             Mode::Direct,
             2,
+            1,
             16,
             Duration::from_millis(10),
             Duration::from_millis(50),
         );
         assert!(result.appends > 0 && result.appends_per_fsync().is_none(), "{result:?}");
         let dir = tempfile::tempdir().unwrap();
-        let raw = raw_fsync(dir.path(), Duration::from_millis(50)).unwrap();
+        let raw = raw_fsync(dir.path(), RawWrite::Overwrite, Duration::from_millis(50)).unwrap();
         assert!(raw.syncs > 0 && raw.to_json().contains("raw-fdatasync"));
     }
 }

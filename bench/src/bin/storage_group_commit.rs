@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use tessera_bench::storage_group_commit::{self, Mode};
+use tessera_bench::storage_group_commit::{self, Mode, RawWrite};
 
 /// Group commit of the RocksDB raft-log engine vs the disk's raw fsync rate.
 #[derive(Debug, Parser)]
@@ -25,6 +25,10 @@ struct Args {
     /// Seconds of warm-up per case, not measured.
     #[arg(long, default_value_t = 1.0)]
     warmup: f64,
+    /// Appends in flight per group in store mode, each list entry a separate case (a Raft
+    /// leader keeps appending while its previous append is being synced).
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 2])]
+    inflight: Vec<usize>,
     /// Payload bytes per append.
     #[arg(long, default_value_t = 128)]
     payload: usize,
@@ -45,10 +49,11 @@ fn main() -> anyhow::Result<()> {
     let seconds = Duration::from_secs_f64(args.seconds);
     let warmup = Duration::from_secs_f64(args.warmup);
     eprintln!(
-        "storage-group-commit {}: groups {:?}, {} s per case after {} s warm-up, {} B payload, \
+        "storage-group-commit {}: groups {:?}, in flight per group {:?}, {} s per case after {} s warm-up, {} B payload, \
          {} rounds, dir {} — fsync on (RocksDB WAL synced per write batch)",
         env!("CARGO_PKG_VERSION"),
         args.groups,
+        args.inflight,
         args.seconds,
         args.warmup,
         args.payload,
@@ -60,17 +65,25 @@ fn main() -> anyhow::Result<()> {
             .prefix("tessera-bench-storage-")
             .tempdir_in(&base)
             .context("creating a scratch directory")?;
-        let raw = storage_group_commit::raw_fsync(scratch.path(), seconds)?;
-        eprintln!(
-            "round {round}  raw fdatasync (4 KiB)      {:>9.0} syncs/s   p50 {:>6} µs  p99 {:>6} µs",
-            raw.syncs_per_sec(),
-            raw.latency_p50.as_micros(),
-            raw.latency_p99.as_micros(),
-        );
-        println!("{}", raw.to_json());
+        for mode in [RawWrite::Append, RawWrite::Overwrite] {
+            let raw = storage_group_commit::raw_fsync(scratch.path(), mode, seconds)?;
+            eprintln!(
+                "round {round}  raw fdatasync 4 KiB {:<9}  {:>9.0} syncs/s   p50 {:>6} µs  p99 {:>6} µs",
+                mode.name(),
+                raw.syncs_per_sec(),
+                raw.latency_p50.as_micros(),
+                raw.latency_p99.as_micros(),
+            );
+            println!("{}", raw.to_json());
+        }
         for &groups in &args.groups {
-            for mode in [Mode::Store, Mode::Direct] {
-                let dir = scratch.path().join(format!("{}-{groups}", mode.name()));
+            let cases = args
+                .inflight
+                .iter()
+                .map(|&inflight| (Mode::Store, inflight))
+                .chain(std::iter::once((Mode::Direct, 1)));
+            for (mode, inflight) in cases {
+                let dir = scratch.path().join(format!("{}-{groups}-{inflight}", mode.name()));
                 let (raft, _kv) = tessera_engine_rocks::open(
                     &dir,
                     &tessera_engine_rocks::EngineOptions::default(),
@@ -80,12 +93,13 @@ fn main() -> anyhow::Result<()> {
                     &raft,
                     mode,
                     groups,
+                    inflight,
                     args.payload,
                     warmup,
                     seconds,
                 );
                 eprintln!(
-                    "round {round}  {:<6} groups={groups:<4}     {:>9.0} appends/s  {:>7} \
+                    "round {round}  {:<6} groups={groups:<4} inflight={inflight}  {:>9.0} appends/s  {:>7} \
                      appends/fsync  p50 {:>6} µs  p99 {:>6} µs  CPU {:>4.0}%",
                     mode.name(),
                     result.appends_per_sec(),

@@ -525,6 +525,10 @@ impl KvEngine for RocksKvEngine {
         self.inner.tracker.lock().all_durable()
     }
 
+    fn forget_durable_apply_index(&self, range: RangeId) {
+        self.inner.tracker.lock().forget(range);
+    }
+
     fn delete_span(&self, cfs: &[Cf], span: &KeySpan) -> Result<()> {
         self.inner.poison.check()?;
         if !span.end.is_empty() && span.start > span.end {

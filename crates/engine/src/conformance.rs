@@ -1049,6 +1049,13 @@ pub fn kv_durable_apply_index<H: Harness>(h: &mut H) {
     write_state(&kv, 4, 3, true);
     assert_eq!(durable(&kv, 3), Some(10), "an earlier write is covered by a later sync");
     assert_eq!(durable(&kv, 4), Some(3));
+    // A destroyed replica's figure is forgotten, including writes not yet synced.
+    write_state(&kv, 3, 11, false);
+    kv.forget_durable_apply_index(RangeId(3));
+    assert_eq!(durable(&kv, 3), None, "forgotten");
+    kv.sync_wal().expect("sync_wal");
+    assert_eq!(durable(&kv, 3), None, "a pending write of a forgotten range stays forgotten");
+    assert_eq!(durable(&kv, 4), Some(3), "other ranges untouched");
 }
 
 /// After a reopen the durable apply index is the recovered apply state.

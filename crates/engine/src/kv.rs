@@ -243,6 +243,10 @@ pub trait KvEngine: KvRead + Clone + Send + Sync + 'static {
     /// Every range's durable apply index, in range id order.
     fn durable_apply_indexes(&self) -> Vec<(RangeId, LogIndex)>;
 
+    /// Forgets `range`'s durable apply index: its replica was destroyed (its apply state is
+    /// deleted with it), so no log truncation may be based on the old figure.
+    fn forget_durable_apply_index(&self, range: RangeId);
+
     /// Removes every key of `span` from each of `cfs`, at once (not through a batch).
     ///
     /// # Errors

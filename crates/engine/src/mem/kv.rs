@@ -389,6 +389,10 @@ impl KvEngine for MemKvEngine {
         self.shared.lock().extra.all_durable()
     }
 
+    fn forget_durable_apply_index(&self, range: RangeId) {
+        self.shared.lock().extra.forget(range);
+    }
+
     fn delete_span(&self, cfs: &[Cf], span: &KeySpan) -> Result<()> {
         let ops: Vec<Op> =
             cfs.iter().map(|cf| Op::DeleteSpan { cf: slot(*cf), span: span.clone() }).collect();
