@@ -699,7 +699,7 @@ impl<S: Storage> Raft<S> {
         let from = message.from;
         let index = snapshot.metadata.index;
         let mut reply = self.respond(MessageKind::AppendResponse, from);
-        if self.restore(snapshot) {
+        if self.restore(*snapshot) {
             reply.index = self.log.last_index();
         } else {
             reply.index = self.log.committed;
@@ -938,7 +938,7 @@ impl<S: Storage> Raft<S> {
         let index = snapshot.metadata.index;
         self.progress.get_mut(&to).expect("looked up above").become_snapshot(index);
         let mut message = Message::new(MessageKind::Snapshot, self.id, to, self.term);
-        message.snapshot = Some(snapshot);
+        message.snapshot = Some(Box::new(snapshot));
         self.msgs.push(message);
         true
     }

@@ -705,7 +705,7 @@ fn s7_follower_ignores_an_older_snapshot() {
     let mut m = msg(MessageKind::Snapshot, 2, 1, 1);
     let metadata =
         SnapshotMetadata { index: LogIndex(3), term: Term(1), conf_state: conf(&[1, 2, 3]) };
-    m.snapshot = Some(Snapshot { metadata, data: Bytes::new() });
+    m.snapshot = Some(Box::new(Snapshot { metadata, data: Bytes::new() }));
     raw.step(m).unwrap();
     let ready = sync_ready(&mut raw);
     assert!(ready.snapshot.is_none());

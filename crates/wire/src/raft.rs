@@ -276,7 +276,7 @@ pub struct Message {
     /// Rejected append response: the follower's hint of where its log may match.
     pub reject_hint: LogIndex,
     /// Snapshot message: the snapshot.
-    pub snapshot: Option<Snapshot>,
+    pub snapshot: Option<Box<Snapshot>>,
     /// Read-index context (heartbeats, read-index requests and responses), or the campaign
     /// reason for a vote forced by a leader transfer.
     pub context: Bytes,

@@ -28,7 +28,7 @@ fn sample_message() -> Message {
             data: Bytes::new(),
         },
     ];
-    message.snapshot = Some(Snapshot {
+    message.snapshot = Some(Box::new(Snapshot {
         metadata: SnapshotMetadata {
             index: LogIndex(30),
             term: Term(5),
@@ -38,7 +38,7 @@ fn sample_message() -> Message {
             },
         },
         data: Bytes::from_static(b"state"),
-    });
+    }));
     message.context = Bytes::from_static(b"ctx");
     message
 }
@@ -128,4 +128,13 @@ fn message_kind_all_lists_every_kind() {
     for (index, kind) in MessageKind::ALL.into_iter().enumerate() {
         assert_eq!(position(kind), index, "{kind:?}");
     }
+}
+
+/// Raft messages are moved through queues by value many times per send (batcher, frames,
+/// fan-out), so their size is a cost; the snapshot is boxed to keep it small.
+#[test]
+fn a_message_stays_small_in_memory() {
+    let size = std::mem::size_of::<Message>();
+    eprintln!("size_of::<Message>() = {size}");
+    assert!(size <= 144, "Message grew to {size} bytes");
 }

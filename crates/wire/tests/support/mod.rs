@@ -181,7 +181,7 @@ pub fn message() -> impl Strategy<Value = Message> + Clone {
                 commit,
                 reject,
                 reject_hint,
-                snapshot: snapshot.map(|(metadata, data)| Snapshot { metadata, data }),
+                snapshot: snapshot.map(|(metadata, data)| Box::new(Snapshot { metadata, data })),
                 context,
                 quiesce,
             },
