@@ -16,13 +16,14 @@ endif
 BIN_DIR := $(CARGO_TARGET_DIR)/debug
 SIM_SEEDS ?= 200
 
-.PHONY: help deps run build test fmt-check clippy unit-tests doc-tests fmt bench bench-storage clean-cache
+.PHONY: help deps run build test fmt-check clippy unit-tests doc-tests fmt bench bench-storage bench-transport clean-cache
 
 help:
 	@echo "make run    build Tessera and run what it has so far (see README.md)"
 	@echo "make test   install what is missing, then fmt check, clippy -D warnings, all tests"
 	@echo "make bench  run the benchmarks (release profile)"
 	@echo "make bench-storage  group commit of the raft-log engine vs the disk's fsync rate"
+	@echo "make bench-transport  QUIC transport: raft msgs/s batching on/off, coalesced heartbeats"
 
 deps:
 	@scripts/install-deps.sh
@@ -72,6 +73,11 @@ bench-storage: deps
 	@echo "==> storage-group-commit (release profile, target dir $(BENCH_TARGET_DIR))"
 	CARGO_TARGET_DIR=$(BENCH_TARGET_DIR) cargo run --locked --release -p tessera-bench \
 	  --bin storage-group-commit -- $(BENCH_ARGS)
+
+bench-transport: deps
+	@echo "==> transport-throughput (release profile, target dir $(BENCH_TARGET_DIR))"
+	CARGO_TARGET_DIR=$(BENCH_TARGET_DIR) cargo run --locked --release -p tessera-bench \
+	  --bin transport-throughput -- $(BENCH_ARGS)
 
 clean-cache:
 	rm -rf "$(CARGO_TARGET_DIR)"

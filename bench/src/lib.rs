@@ -15,3 +15,4 @@ pub mod raft_group;
 pub mod raft_idle_groups;
 pub mod raft_throughput;
 pub mod storage_group_commit;
+pub mod transport_throughput;

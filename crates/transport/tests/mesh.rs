@@ -1,0 +1,467 @@
+//! Several real transports on loopback: Raft batches, coalesced heartbeats, RPCs,
+//! snapshots, restarts, silent and foreign peers, malformed frames, fault hooks.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::{DEADLINE, append, config, heartbeat, mesh, sleepy, start};
+use tessera_transport::tls::{NodeTls, SERVER_NAME, TlsSource};
+use tessera_transport::{MessageClass, TransportError};
+use tessera_wire::errors::RpcError;
+use tessera_wire::frame::encode_frame;
+use tessera_wire::ids::{NodeId, RangeId, StoreId};
+use tessera_wire::placement::PlacementResponse;
+use tessera_wire::raft::MessageKind;
+use tessera_wire::rpc::{RpcResponseBody, RpcResult};
+use tessera_wire::transport::{
+    Hello, RaftBatch, SnapshotChunk, SnapshotFile, SnapshotHeader, SnapshotStatus,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_nodes_exchange_raft_batches_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = [
+        start(config(dir.path(), 1)).await,
+        start(config(dir.path(), 2)).await,
+        start(config(dir.path(), 3)).await,
+    ];
+    mesh(&[&nodes[0], &nodes[1], &nodes[2]]);
+    // Connections first: messages written on a connection that loses to a crossing one are
+    // lost (Raft retries), which would spoil the exact count below.
+    for from in &nodes {
+        for to in &nodes {
+            if from.transport.node_id() != to.transport.node_id() {
+                send_until_delivered(from, to, 99).await;
+            }
+        }
+    }
+    for node in &nodes {
+        node.recorder.raft.lock().clear();
+    }
+    const N: u64 = 2_000;
+    for index in 1..=N {
+        for from in &nodes {
+            for to in &nodes {
+                let (f, t) = (from.transport.node_id().get(), to.transport.node_id().get());
+                if f != t {
+                    from.transport.send_raft(NodeId(t), append(1, f, t, index)).unwrap();
+                }
+            }
+        }
+    }
+    for to in &nodes {
+        to.recorder.wait_for("all raft messages", |r| r.raft_count() == 2 * N as usize).await;
+        for from in &nodes {
+            if from.transport.node_id() == to.transport.node_id() {
+                continue;
+            }
+            let got: Vec<u64> = to
+                .recorder
+                .raft_from(from.transport.node_id())
+                .iter()
+                .map(|e| e.message.entries[0].index.get())
+                .collect();
+            assert_eq!(
+                got,
+                (1..=N).collect::<Vec<_>>(),
+                "order from {:?}",
+                from.transport.node_id()
+            );
+        }
+    }
+    // Batching happened: far fewer frames than messages.
+    let stats = nodes[0].transport.stats();
+    let raft = stats.sent(MessageClass::Raft);
+    assert!(raft.messages >= 2 * N, "{raft:?}");
+    assert!(raft.frames < raft.messages, "{raft:?}");
+    assert!(nodes[0].transport.liveness(NodeId(2)).connected);
+    assert!(nodes[0].transport.liveness(NodeId(2)).last_seen.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn coalesced_heartbeats_arrive_as_one_frame_per_tick_and_fan_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = start(config(dir.path(), 1)).await;
+    let b = start(config(dir.path(), 2)).await;
+    mesh(&[&a, &b]);
+    const RANGES: u64 = 1_000;
+    for tick in 1..=3u64 {
+        for range in 1..=RANGES {
+            a.transport.send_raft(NodeId(2), heartbeat(range, 1, 2)).unwrap();
+        }
+        a.transport.tick();
+        b.recorder.wait_for("heartbeats", |r| r.raft_count() == (tick * RANGES) as usize).await;
+        let received = b.transport.stats().received(MessageClass::Heartbeat);
+        assert_eq!(received.frames, tick, "one coalesced frame per tick");
+        assert_eq!(received.messages, tick * RANGES);
+    }
+    let envelopes = b.recorder.raft_from(NodeId(1));
+    assert!(envelopes.iter().all(|e| e.message.kind == MessageKind::Heartbeat));
+    let mut ranges: Vec<u64> = envelopes[..RANGES as usize].iter().map(|e| e.range.get()).collect();
+    ranges.sort_unstable();
+    assert_eq!(ranges, (1..=RANGES).collect::<Vec<_>>());
+    assert_eq!(envelopes[0].message.commit.get(), envelopes[0].range.get());
+
+    // Responses coalesce the same way on the way back.
+    for range in 1..=RANGES {
+        let mut response = heartbeat(range, 2, 1);
+        response.message.kind = MessageKind::HeartbeatResponse;
+        response.message.commit = tessera_wire::raft::LogIndex(0);
+        b.transport.send_raft(NodeId(1), response).unwrap();
+    }
+    b.transport.tick();
+    a.recorder.wait_for("responses", |r| r.raft_count() == RANGES as usize).await;
+    assert_eq!(a.transport.stats().received(MessageClass::HeartbeatResponse).frames, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rpc_round_trip_deadline_and_server_busy() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut client_config = config(dir.path(), 1);
+    client_config.rpc_inflight_max = 2;
+    let a = Arc::new(start(client_config).await);
+    let mut server_config = config(dir.path(), 2);
+    server_config.rpc_serve_inflight_max = 3;
+    let b = start(server_config).await;
+    mesh(&[&a, &b]);
+
+    // Round trip.
+    let response = a.transport.rpc(NodeId(2), sleepy(0), DEADLINE).await.unwrap();
+    assert_eq!(
+        response.result,
+        RpcResult::Ok(RpcResponseBody::Placement(PlacementResponse::AllocId {
+            first: 0,
+            count: 0
+        }))
+    );
+
+    // Deadline: the handler takes 3 s, the caller waits 200 ms.
+    let started = Instant::now();
+    // Either side's deadline may fire first: the client's (an error) or the server's (a
+    // `Timeout` answer).
+    let outcome = a.transport.rpc(NodeId(2), sleepy(3_000), Duration::from_millis(200)).await;
+    assert!(
+        matches!(&outcome, Err(TransportError::Timeout { .. }))
+            || matches!(&outcome, Ok(response) if response.result == RpcResult::Err(RpcError::Timeout)),
+        "{outcome:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+
+    // Client bound: 2 in flight, the third is answered ServerBusy locally at once.
+    let served = b.transport.stats().received(MessageClass::Rpc).messages;
+    let slow: Vec<_> = (0..2)
+        .map(|_| {
+            let a = a.clone();
+            tokio::spawn(async move { a.transport.rpc(NodeId(2), sleepy(1_500), DEADLINE).await })
+        })
+        .collect();
+    let deadline = Instant::now() + DEADLINE;
+    while b.transport.stats().received(MessageClass::Rpc).messages < served + 2 {
+        assert!(Instant::now() < deadline, "slow RPCs never arrived");
+        tokio::task::yield_now().await;
+    }
+    let started = Instant::now();
+    let response = a.transport.rpc(NodeId(2), sleepy(0), DEADLINE).await.unwrap();
+    assert!(
+        matches!(&response.result, RpcResult::Err(RpcError::ServerBusy { retry_after_ms, reason })
+            if *retry_after_ms > 0 && reason.contains("in flight")),
+        "{response:?}"
+    );
+    assert!(started.elapsed() < Duration::from_millis(500));
+    assert!(a.transport.stats().rpc_busy >= 1);
+    for task in slow {
+        assert!(task.await.unwrap().unwrap().result.into_result().is_ok());
+    }
+
+    // Server bound: node 3 (no client bound to speak of) fills node 2's 3 slots.
+    let mut c_config = config(dir.path(), 3);
+    c_config.rpc_inflight_max = 100;
+    let c = Arc::new(start(c_config).await);
+    c.transport.set_peer(NodeId(2), b.addr);
+    let slow: Vec<_> = (0..3)
+        .map(|_| {
+            let c = c.clone();
+            tokio::spawn(async move { c.transport.rpc(NodeId(2), sleepy(2_000), DEADLINE).await })
+        })
+        .collect();
+    let deadline = Instant::now() + DEADLINE;
+    while b.transport.stats().received(MessageClass::Rpc).messages < served + 2 + 3 {
+        assert!(Instant::now() < deadline, "slow RPCs never arrived");
+        tokio::task::yield_now().await;
+    }
+    let response = c.transport.rpc(NodeId(2), sleepy(0), DEADLINE).await.unwrap();
+    match &response.result {
+        RpcResult::Err(RpcError::ServerBusy { reason, .. }) => {
+            assert!(reason.contains("being served"), "{reason}");
+        }
+        other => panic!("server not busy: {other:?}"),
+    }
+    for task in slow {
+        assert!(task.await.unwrap().unwrap().result.into_result().is_ok());
+    }
+    assert!(b.transport.stats().rpc_busy >= 1);
+}
+
+fn snapshot_chunks(snapshot_id: u64, count: u32, chunk_bytes: usize) -> Vec<SnapshotChunk> {
+    let header = SnapshotHeader {
+        from_store: StoreId(1),
+        to_store: StoreId(2),
+        files: vec![SnapshotFile {
+            cf: "default".to_owned(),
+            size_bytes: u64::from(count) * chunk_bytes as u64,
+            checksum: 0,
+        }],
+        ..SnapshotHeader::default()
+    };
+    (0..count)
+        .map(|seq| {
+            SnapshotChunk {
+                range: RangeId(9),
+                snapshot_id,
+                seq,
+                header: (seq == 0).then(|| header.clone()),
+                file_index: 0,
+                offset: u64::from(seq) * chunk_bytes as u64,
+                data: Bytes::from(vec![u8::try_from(seq % 251).unwrap(); chunk_bytes]),
+                checksum: 0,
+                last: seq + 1 == count,
+            }
+            .sealed()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn snapshot_is_rate_limited_and_a_corrupt_chunk_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a_config = config(dir.path(), 1);
+    a_config.snapshot_send_bytes_per_sec = 1 << 20;
+    let a = start(a_config).await;
+    let b = start(config(dir.path(), 2)).await;
+    mesh(&[&a, &b]);
+
+    // 1 MiB at 1 MiB/s with a 64 KiB burst: about 0.94 s.
+    let chunks = snapshot_chunks(1, 16, 64 << 10);
+    let started = Instant::now();
+    let ack = a.transport.send_snapshot_chunks(NodeId(2), chunks, DEADLINE).await.unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(ack.status, SnapshotStatus::Received);
+    assert_eq!(ack.chunks_received, 16);
+    assert!(elapsed >= Duration::from_millis(800), "rate limit not honoured: {elapsed:?}");
+    assert!(elapsed < Duration::from_secs(5), "far too slow: {elapsed:?}");
+    {
+        let snapshots = b.recorder.snapshots.lock();
+        assert_eq!(snapshots.len(), 1);
+        assert_eq!(snapshots[0].2.len(), 16 * (64 << 10));
+        assert!(snapshots[0].3.is_none());
+    }
+
+    // A chunk whose checksum does not match is refused, and so is the snapshot.
+    let mut chunks = snapshot_chunks(2, 4, 1024);
+    chunks[2].checksum ^= 1;
+    let ack = a.transport.send_snapshot_chunks(NodeId(2), chunks, DEADLINE).await.unwrap();
+    match &ack.status {
+        SnapshotStatus::Rejected { reason } => assert!(reason.contains("checksum"), "{reason}"),
+        other => panic!("corrupt snapshot accepted: {other:?}"),
+    }
+    assert_eq!(ack.chunks_received, 2);
+    b.recorder.wait_for("rejected snapshot", |r| r.snapshots.lock().len() == 2).await;
+    assert!(b.recorder.snapshots.lock()[1].3.as_deref().unwrap().contains("checksum"));
+    assert!(b.transport.stats().bad_frames >= 1);
+}
+
+/// Sends `append`s from `from` to `to` until one arrives.
+async fn send_until_delivered(from: &common::TestNode, to: &common::TestNode, range: u64) {
+    let (f, t) = (from.transport.node_id().get(), to.transport.node_id().get());
+    let result = tokio::time::timeout(DEADLINE, async {
+        let mut index = 1;
+        loop {
+            let _ = from.transport.send_raft(NodeId(t), append(range, f, t, index));
+            index += 1;
+            let arrived = tokio::time::timeout(Duration::from_millis(50), async {
+                to.recorder
+                    .wait_for("delivery", |r| {
+                        r.raft.lock().iter().any(|(n, e)| n.get() == f && e.range.get() == range)
+                    })
+                    .await;
+            })
+            .await;
+            if arrived.is_ok() {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(result.is_ok(), "nothing delivered from {f} to {t}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_peer_restart_is_survived() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = start(config(dir.path(), 1)).await;
+    let b = start(config(dir.path(), 2)).await;
+    mesh(&[&a, &b]);
+    send_until_delivered(&a, &b, 1).await;
+    send_until_delivered(&b, &a, 1).await;
+
+    drop(b);
+    let b = start(config(dir.path(), 2)).await;
+    a.transport.set_peer(NodeId(2), b.addr);
+    b.transport.set_peer(NodeId(1), a.addr);
+    send_until_delivered(&a, &b, 2).await;
+    send_until_delivered(&b, &a, 2).await;
+    let response = a.transport.rpc(NodeId(2), sleepy(0), DEADLINE).await.unwrap();
+    assert!(response.result.into_result().is_ok());
+    assert!(a.transport.stats().reconnects >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_silent_peer_does_not_delay_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = start(config(dir.path(), 1)).await;
+    let b = start(config(dir.path(), 2)).await;
+    mesh(&[&a, &b]);
+    // Node 3 is a UDP socket that never answers.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    a.transport.set_peer(NodeId(3), silent.local_addr().unwrap());
+
+    let _ = a.transport.send_raft(NodeId(3), append(1, 1, 3, 1));
+    {
+        let result = tokio::time::timeout(
+            Duration::from_millis(300),
+            a.transport.rpc(NodeId(3), sleepy(0), DEADLINE),
+        )
+        .await;
+        assert!(result.is_err(), "the silent peer answered?");
+    }
+    let started = Instant::now();
+    for index in 1..=100 {
+        a.transport.send_raft(NodeId(2), append(1, 1, 2, index)).unwrap();
+        let _ = a.transport.send_raft(NodeId(3), append(1, 1, 3, index + 1));
+    }
+    b.recorder.wait_for("traffic to the live peer", |r| r.raft_count() == 100).await;
+    let response = a.transport.rpc(NodeId(2), sleepy(0), DEADLINE).await.unwrap();
+    assert!(response.result.into_result().is_ok());
+    // Far below the 5 s connect timeout the silent peer is stuck in.
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    assert!(!a.transport.liveness(NodeId(3)).connected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_peer_of_another_ca_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let other_dir = tempfile::tempdir().unwrap();
+    let a = start(config(dir.path(), 1)).await;
+    let stranger = start(config(other_dir.path(), 2)).await;
+    mesh(&[&a, &stranger]);
+    for direction in 0..2 {
+        let (from, to) = if direction == 0 { (&a, &stranger) } else { (&stranger, &a) };
+        let to_id = to.transport.node_id();
+        let error = from.transport.rpc(to_id, sleepy(0), DEADLINE).await.unwrap_err();
+        assert!(
+            matches!(
+                error,
+                TransportError::Unreachable { .. } | TransportError::ConnectionLost { .. }
+            ),
+            "{error:?}"
+        );
+        assert!(!from.transport.liveness(to_id).connected);
+    }
+    let _ = a.transport.send_raft(NodeId(2), append(1, 1, 2, 1));
+    assert_eq!(stranger.recorder.raft_count(), 0);
+    assert_eq!(a.recorder.raft_count(), 0);
+}
+
+/// A raw quinn client holding a valid certificate of the cluster.
+fn rogue_endpoint(dir: &std::path::Path) -> (quinn::Endpoint, quinn::ClientConfig) {
+    let tls = NodeTls::load(&TlsSource::DevGenerated { dir: dir.to_owned() }, "rogue").unwrap();
+    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    (endpoint, tls.client_config().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn malformed_frames_are_rejected_and_others_still_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = start(config(dir.path(), 1)).await;
+    let b = start(config(dir.path(), 2)).await;
+    mesh(&[&a, &b]);
+    let (rogue, client_config) = rogue_endpoint(dir.path());
+
+    // Garbage instead of a hello: the connection is refused.
+    let conn =
+        rogue.connect_with(client_config.clone(), b.addr, SERVER_NAME).unwrap().await.unwrap();
+    let (mut send, _recv) = conn.open_bi().await.unwrap();
+    send.write_all(&[0xff; 64]).await.unwrap();
+    let _ = send.finish();
+    let closed = tokio::time::timeout(DEADLINE, conn.closed()).await.unwrap();
+    assert!(format!("{closed}").contains("frame"), "{closed}");
+
+    // A proper hello, then garbage on a Raft stream: that stream is stopped, the connection
+    // and the node carry on.
+    let conn = rogue.connect_with(client_config, b.addr, SERVER_NAME).unwrap().await.unwrap();
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    send.write_all(&encode_frame(&Hello::new(common::CLUSTER, NodeId(66))).unwrap()).await.unwrap();
+    let _ = send.finish();
+    let answer = tokio::time::timeout(DEADLINE, recv.read_to_end(1024)).await.unwrap().unwrap();
+    assert!(!answer.is_empty());
+    let mut garbage = conn.open_uni().await.unwrap();
+    // A plausible header announcing a RaftBatch, then bytes that are no archive.
+    let mut bad = vec![0, 0, 0, 16, 2, 1, 0, 0];
+    bad.extend_from_slice(&[0xAB; 16]);
+    garbage.write_all(&bad).await.unwrap();
+    let stopped = tokio::time::timeout(DEADLINE, garbage.stopped()).await.unwrap();
+    assert!(stopped.is_ok(), "{stopped:?}");
+    let mut good = conn.open_uni().await.unwrap();
+    let batch = RaftBatch { envelopes: vec![append(5, 66, 2, 1)] };
+    good.write_all(&encode_frame(&batch).unwrap()).await.unwrap();
+    b.recorder
+        .wait_for("the rogue's valid batch", |r| {
+            r.raft.lock().iter().any(|(n, e)| n.get() == 66 && e.range.get() == 5)
+        })
+        .await;
+    assert!(b.transport.stats().bad_frames >= 2);
+    send_until_delivered(&a, &b, 7).await;
+    send_until_delivered(&b, &a, 7).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fault_hooks_delay_block_and_unblock() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = start(config(dir.path(), 1)).await;
+    let b = start(config(dir.path(), 2)).await;
+    mesh(&[&a, &b]);
+    send_until_delivered(&a, &b, 1).await;
+
+    // Delay.
+    a.transport.faults().set_delay(NodeId(2), Duration::from_millis(300));
+    let before = b.recorder.raft_count();
+    let started = Instant::now();
+    a.transport.send_raft(NodeId(2), append(2, 1, 2, 1)).unwrap();
+    b.recorder.wait_for("delayed message", |r| r.raft_count() == before + 1).await;
+    assert!(started.elapsed() >= Duration::from_millis(300), "{:?}", started.elapsed());
+    a.transport.faults().set_delay(NodeId(2), Duration::ZERO);
+
+    // Block: messages are dropped (counted), RPCs fail fast.
+    a.transport.faults().set_blocked(NodeId(2), true);
+    let dropped = a.transport.stats().dropped_msgs;
+    a.transport.send_raft(NodeId(2), append(3, 1, 2, 1)).unwrap();
+    let deadline = Instant::now() + DEADLINE;
+    while a.transport.stats().dropped_msgs == dropped {
+        assert!(Instant::now() < deadline, "blocked message not dropped");
+        tokio::task::yield_now().await;
+    }
+    let error = a.transport.rpc(NodeId(2), sleepy(0), DEADLINE).await.unwrap_err();
+    assert!(matches!(error, TransportError::Blocked { .. }), "{error:?}");
+    assert!(!b.recorder.raft.lock().iter().any(|(_, e)| e.range.get() == 3));
+
+    // Unblock: traffic resumes.
+    a.transport.faults().set_blocked(NodeId(2), false);
+    send_until_delivered(&a, &b, 4).await;
+    assert!(
+        a.transport.rpc(NodeId(2), sleepy(0), DEADLINE).await.unwrap().result.into_result().is_ok()
+    );
+}
