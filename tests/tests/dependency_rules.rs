@@ -9,12 +9,21 @@ use tessera_tests::cargo_tree::{PURE_CRATES, forbidden_packages, package_names};
 fn cargo_tree(package: &str) -> String {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let workspace = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
-    let output = Command::new(cargo)
+    let output = Command::new(&cargo)
         .current_dir(workspace)
         .args(["tree", "--offline", "--package", package, "--edges", "normal,build"])
         .args(["--prefix", "none", "--format", "{p}"])
         .output()
-        .expect("cargo tree runs");
+        .unwrap_or_else(|error| {
+            // Seen once (2026-11-23, ENOENT) and not reproduced since: name everything needed
+            // to tell a missing binary from a missing directory next time.
+            let cwd_exists = std::path::Path::new(workspace).is_dir();
+            let cargo_exists = std::path::Path::new(&cargo).exists();
+            panic!(
+                "cannot run `{cargo} tree` in {workspace} (directory exists: {cwd_exists}, \
+                 cargo exists: {cargo_exists}): {error}"
+            )
+        });
     assert!(
         output.status.success(),
         "cargo tree -p {package} failed: {}",
