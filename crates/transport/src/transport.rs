@@ -277,27 +277,9 @@ impl Transport {
         to_store: StoreId,
         beats: impl IntoIterator<Item = Heartbeat>,
     ) -> usize {
-        let Some(peer) = self.inner.peer(to).or_else(|| self.inner.peer_entry(to, None)) else {
-            return beats.into_iter().count();
-        };
-        let (mut queued, mut dropped) = (false, 0);
-        {
-            let mut batcher = self.inner.batcher.lock();
-            for beat in beats {
-                match batcher.push_heartbeat(to, from_store, to_store, beat) {
-                    Ok(Pushed::Queued) => queued = true,
-                    Ok(Pushed::Coalesced) => {}
-                    Err(Dropped::QueueFull) => dropped += 1,
-                }
-            }
-        }
-        if queued {
-            peer.wake.notify_one();
-        }
-        if dropped > 0 {
-            peer.metrics.dropped(&self.inner.stats, DropReason::QueueFull, dropped);
-        }
-        dropped
+        self.push_many(to, beats, |batcher, beat| {
+            batcher.push_heartbeat(to, from_store, to_store, beat)
+        })
     }
 
     /// Queues many Raft messages for node `to` under one lock and one wake-up (a store hands
@@ -308,14 +290,25 @@ impl Transport {
         to: NodeId,
         envelopes: impl IntoIterator<Item = RaftEnvelope>,
     ) -> usize {
+        self.push_many(to, envelopes, |batcher, envelope| batcher.push_raft(to, envelope))
+    }
+
+    /// Pushes every item for `to` under one batcher lock, wakes the sender once if anything
+    /// became sendable now, counts drops, and returns how many were dropped.
+    fn push_many<T>(
+        &self,
+        to: NodeId,
+        items: impl IntoIterator<Item = T>,
+        mut push: impl FnMut(&mut Batcher, T) -> Result<Pushed, Dropped>,
+    ) -> usize {
         let Some(peer) = self.inner.peer(to).or_else(|| self.inner.peer_entry(to, None)) else {
-            return envelopes.into_iter().count();
+            return items.into_iter().count();
         };
         let (mut queued, mut dropped) = (false, 0);
         {
             let mut batcher = self.inner.batcher.lock();
-            for envelope in envelopes {
-                match batcher.push_raft(to, envelope) {
+            for item in items {
+                match push(&mut batcher, item) {
                     Ok(Pushed::Queued) => queued = true,
                     Ok(Pushed::Coalesced) => {}
                     Err(Dropped::QueueFull) => dropped += 1,

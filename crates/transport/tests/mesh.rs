@@ -18,7 +18,7 @@ use tessera_wire::placement::PlacementResponse;
 use tessera_wire::raft::MessageKind;
 use tessera_wire::rpc::{RpcResponseBody, RpcResult};
 use tessera_wire::transport::{
-    Hello, RaftBatch, SnapshotChunk, SnapshotFile, SnapshotHeader, SnapshotStatus,
+    Heartbeat, Hello, RaftBatch, SnapshotChunk, SnapshotFile, SnapshotHeader, SnapshotStatus,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -116,6 +116,34 @@ async fn coalesced_heartbeats_arrive_as_one_frame_per_tick_and_fan_out() {
     b.transport.tick();
     a.recorder.wait_for("responses", |r| r.raft_count() == RANGES as usize).await;
     assert_eq!(a.transport.stats().received(MessageClass::HeartbeatResponse).frames, 1);
+}
+
+/// A store's path: heartbeats handed over as tuples (`send_heartbeats`) or as a round of
+/// messages (`send_raft_many`) arrive exactly like heartbeats sent one message at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn heartbeats_handed_over_in_bulk_arrive_like_single_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = start(config(dir.path(), 1)).await;
+    let b = start(config(dir.path(), 2)).await;
+    mesh(&[&a, &b]);
+    const RANGES: u64 = 500;
+    let expected: Vec<_> = (1..=RANGES).map(|range| heartbeat(range, 1, 2)).collect();
+
+    let beats = expected.iter().map(|envelope| {
+        Heartbeat::from_message(envelope.range, &envelope.message).expect("a plain heartbeat")
+    });
+    assert_eq!(a.transport.send_heartbeats(NodeId(2), StoreId(1), StoreId(2), beats), 0);
+    a.transport.tick();
+    b.recorder.wait_for("tuple heartbeats", |r| r.raft_count() == RANGES as usize).await;
+    assert_eq!(b.recorder.raft_from(NodeId(1)), expected);
+    assert_eq!(b.transport.stats().received(MessageClass::Heartbeat).frames, 1);
+
+    b.recorder.raft.lock().clear();
+    assert_eq!(a.transport.send_raft_many(NodeId(2), expected.clone()), 0);
+    a.transport.tick();
+    b.recorder.wait_for("bulk heartbeats", |r| r.raft_count() == RANGES as usize).await;
+    assert_eq!(b.recorder.raft_from(NodeId(1)), expected);
+    assert_eq!(b.transport.stats().received(MessageClass::Heartbeat).frames, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
