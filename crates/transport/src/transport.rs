@@ -158,13 +158,14 @@ impl Transport {
         let runtime = quinn::default_runtime().ok_or_else(|| TransportError::InvalidConfig {
             reason: "no async runtime: start the transport inside tokio".to_owned(),
         })?;
-        let endpoint = quinn::Endpoint::new(
-            quinn::EndpointConfig::default(),
-            Some(server_config),
-            socket,
-            runtime,
-        )
-        .map_err(|source| TransportError::Bind { addr: config.listen, source })?;
+        // A reset key derived from the node key, and connection ids any of which may be ours:
+        // together they let a restarted node answer its previous incarnation's connections
+        // with a stateless reset its peers recognise (see `RandomConnectionIds`).
+        let mut endpoint_config =
+            quinn::EndpointConfig::new(Arc::new(config.tls.stateless_reset_key()));
+        endpoint_config.cid_generator(|| Box::new(RandomConnectionIds::default()));
+        let endpoint = quinn::Endpoint::new(endpoint_config, Some(server_config), socket, runtime)
+            .map_err(|source| TransportError::Bind { addr: config.listen, source })?;
         let local = config.node_id;
         let inner = Arc::new(Inner {
             local,
@@ -445,5 +446,39 @@ impl Transport {
 impl Drop for Transport {
     fn drop(&mut self) {
         self.inner.shutdown();
+    }
+}
+
+/// Connection ids of 8 random bytes, every one of which the endpoint treats as possibly its
+/// own. quinn's default signs its ids with a key chosen at random per process and silently
+/// drops packets whose id it cannot verify; after a restart that would include every packet
+/// of the previous incarnation's connections, so their peers would wait for the idle timeout.
+/// Accepting them lets the endpoint answer with a stateless reset instead (rate limited by
+/// quinn), which peers verify with the reset key derived from the node key.
+#[derive(Debug)]
+struct RandomConnectionIds {
+    rng: ring::rand::SystemRandom,
+}
+
+impl Default for RandomConnectionIds {
+    fn default() -> Self {
+        Self { rng: ring::rand::SystemRandom::new() }
+    }
+}
+
+impl quinn::ConnectionIdGenerator for RandomConnectionIds {
+    fn generate_cid(&mut self) -> quinn::ConnectionId {
+        let mut bytes = [0u8; 8];
+        ring::rand::SecureRandom::fill(&self.rng, &mut bytes)
+            .expect("the operating system's random source is available");
+        quinn::ConnectionId::new(&bytes)
+    }
+
+    fn cid_len(&self) -> usize {
+        8
+    }
+
+    fn cid_lifetime(&self) -> Option<Duration> {
+        None
     }
 }

@@ -347,6 +347,50 @@ async fn a_peer_restart_is_survived() {
     assert!(a.transport.stats().reconnects >= 1);
 }
 
+/// A peer that dies without closing its connections (its runtime stops under it, as in a
+/// crash) and restarts on the same address at once is reached again well before the idle
+/// timeout: its endpoint's stateless-reset key is derived from its node key, so the reset it
+/// sends for the old connection is recognised.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_peer_that_crashes_and_restarts_on_its_address_is_reached_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = start(config(dir.path(), 1)).await;
+    let doomed =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let b = doomed.spawn(start(config(dir.path(), 2))).await.unwrap();
+    mesh(&[&a, &b]);
+    send_until_delivered(&a, &b, 1).await;
+    send_until_delivered(&b, &a, 1).await;
+
+    // Crash: the runtime driving b's endpoint stops without sending CONNECTION_CLOSE.
+    doomed.shutdown_background();
+    let addr = b.addr;
+    drop(b);
+    // The stopped runtime releases the old socket in the background.
+    let deadline = Instant::now() + DEADLINE;
+    while std::net::UdpSocket::bind(addr).is_err() {
+        assert!(Instant::now() < deadline, "the crashed node's port was never released");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut restarted = config(dir.path(), 2);
+    restarted.listen = addr;
+    let b = start(restarted).await;
+    b.transport.set_peer(NodeId(1), a.addr);
+
+    let idle_timeout = a_idle_timeout(dir.path());
+    let began = Instant::now();
+    send_until_delivered(&a, &b, 2).await;
+    let took = began.elapsed();
+    assert!(
+        took < idle_timeout / 2,
+        "reaching the restarted peer took {took:?}; the idle timeout is {idle_timeout:?}"
+    );
+}
+
+fn a_idle_timeout(dir: &std::path::Path) -> Duration {
+    config(dir, 1).tls.timeouts().max_idle_timeout
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_silent_peer_does_not_delay_the_others() {
     let dir = tempfile::tempdir().unwrap();
