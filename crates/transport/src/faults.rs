@@ -6,9 +6,10 @@
 //!
 //! - `delay`: every Raft batch and RPC request to the node waits this long before it is
 //!   written. Only that destination's sender waits; other destinations are unaffected.
-//! - `loss`: each Raft frame (a batch, or one coalesced heartbeat message) to the node is
-//!   dropped with this probability, drawn from a seeded xorshift generator. RPCs and
-//!   snapshots are not subject to loss (they have their own deadlines and errors).
+//! - `loss`: each Raft frame (a batch, or one coalesced heartbeat message), RPC request and
+//!   snapshot chunk to the node is dropped with this probability, drawn from a seeded
+//!   xorshift generator. A lost RPC request is never answered (the caller's deadline gives
+//!   `Timeout`); a lost snapshot chunk breaks the transfer (`ConnectionLost`).
 //! - `blocked`: everything to the node is dropped; RPCs and snapshots fail at once with
 //!   [`crate::TransportError::Blocked`], and no connection is dialled.
 

@@ -10,7 +10,7 @@ use tessera_wire::rpc::{RpcRequest, RpcRequestBody, RpcResponse, RpcResult};
 
 use crate::connection::{FrameReader, Link, ReadError, STREAM_BAD_FRAME, bad_frame};
 use crate::error::TransportError;
-use crate::metrics::MessageClass;
+use crate::metrics::{DropReason, MessageClass};
 use crate::peer::{Peer, Slot};
 use crate::transport::Inner;
 
@@ -80,6 +80,11 @@ pub(crate) async fn call(
         let delay = inner.faults.rule(node).delay;
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
+        }
+        if inner.faults.lose_frame(node) {
+            // A lost request: no answer ever comes, the caller's deadline decides.
+            peer.metrics.dropped(&inner.stats, DropReason::FaultLoss, 1);
+            std::future::pending::<()>().await;
         }
         let (mut send, recv) = link.conn.open_bi().await.map_err(|e| lost(&e))?;
         send.write_all(&frame).await.map_err(|e| lost(&e))?;

@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use crate::connection::{FrameReader, ReadError, STREAM_BAD_FRAME, STREAM_REFUSED, bad_frame};
 use crate::error::TransportError;
 use crate::handler::{SnapshotReceiver, SnapshotStreamError};
-use crate::metrics::MessageClass;
+use crate::metrics::{DropReason, MessageClass};
 use crate::peer::Peer;
 use crate::rpc::wait_link;
 use crate::transport::Inner;
@@ -93,6 +93,15 @@ pub(crate) async fn send(
             if inner.faults.blocked(node) {
                 let _ = send.reset(STREAM_REFUSED);
                 return Err(TransportError::Blocked { node });
+            }
+            if inner.faults.lose_frame(node) {
+                // A lost chunk breaks the transfer; the sender retries the whole snapshot.
+                let _ = send.reset(STREAM_REFUSED);
+                peer.metrics.dropped(&inner.stats, DropReason::FaultLoss, 1);
+                return Err(TransportError::ConnectionLost {
+                    node,
+                    reason: "snapshot chunk lost (fault hook)".to_owned(),
+                });
             }
             inner.snapshot_send_limiter.acquire(chunk.data.len()).await;
             buffer.clear();

@@ -536,4 +536,16 @@ async fn fault_hooks_delay_block_and_unblock() {
     assert!(
         a.transport.rpc(NodeId(2), sleepy(0), DEADLINE).await.unwrap().result.into_result().is_ok()
     );
+
+    // Total loss: RPCs go unanswered until their deadline, snapshot transfers break.
+    a.transport.faults().set_loss(NodeId(2), 1.0);
+    let error = a.transport.rpc(NodeId(2), sleepy(0), Duration::from_millis(200)).await;
+    assert!(matches!(error, Err(TransportError::Timeout { .. })), "{error:?}");
+    let chunks = snapshot_chunks(a.transport.next_snapshot_id(), 2, 1024);
+    let error = a.transport.send_snapshot_chunks(NodeId(2), chunks, DEADLINE).await;
+    assert!(matches!(error, Err(TransportError::ConnectionLost { .. })), "{error:?}");
+    a.transport.faults().set_loss(NodeId(2), 0.0);
+    assert!(
+        a.transport.rpc(NodeId(2), sleepy(0), DEADLINE).await.unwrap().result.into_result().is_ok()
+    );
 }
