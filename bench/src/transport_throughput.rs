@@ -107,9 +107,24 @@ pub struct HeartbeatResult {
     pub wall: Duration,
     /// Process CPU time.
     pub cpu: Duration,
+    /// CPU time of the receiving node alone (its own single-threaded runtime and thread);
+    /// the rest of `cpu` is the sending node, the driver and the idle main runtime.
+    pub receiver_cpu: Duration,
 }
 
 impl HeartbeatResult {
+    /// The receiving node's CPU as a share of one core.
+    #[must_use]
+    pub fn receiver_cpu_percent(&self) -> f64 {
+        100.0 * self.receiver_cpu.as_secs_f64() / self.wall.as_secs_f64()
+    }
+
+    /// Everything else (sending node, driver, idle runtime) as a share of one core.
+    #[must_use]
+    pub fn sender_cpu_percent(&self) -> f64 {
+        100.0 * self.cpu.saturating_sub(self.receiver_cpu).as_secs_f64() / self.wall.as_secs_f64()
+    }
+
     /// Bytes per second on the wire (frames, not QUIC/UDP overhead).
     #[must_use]
     pub fn bytes_per_sec(&self) -> f64 {
@@ -126,7 +141,7 @@ impl HeartbeatResult {
     #[must_use]
     pub fn to_json(&self) -> String {
         format!(
-            "{{\"bench\":\"transport-heartbeats\",\"case\":\"{}\",\"ranges\":{},\"ticks\":{},\"delivered\":{},\"bytes_per_sec\":{:.0},\"frames_per_sec\":{:.1},\"cpu_percent_of_one_core\":{:.2}}}",
+            "{{\"bench\":\"transport-heartbeats\",\"case\":\"{}\",\"ranges\":{},\"ticks\":{},\"delivered\":{},\"bytes_per_sec\":{:.0},\"frames_per_sec\":{:.1},\"cpu_percent_of_one_core\":{:.2},\"receiver_cpu_percent\":{:.3},\"sender_cpu_percent\":{:.3}}}",
             self.case,
             self.ranges,
             self.ticks,
@@ -134,6 +149,8 @@ impl HeartbeatResult {
             self.bytes_per_sec(),
             self.frames as f64 / self.wall.as_secs_f64(),
             self.cpu_percent(),
+            self.receiver_cpu_percent(),
+            self.sender_cpu_percent(),
         )
     }
 }
@@ -269,7 +286,10 @@ pub async fn heartbeats(
     ticks: u64,
 ) -> anyhow::Result<HeartbeatResult> {
     let batcher = BatcherConfig { coalesce_heartbeats: coalesce, ..BatcherConfig::default() };
-    let (a, _b, counter) = pair(dir, &batcher).await?;
+    let counter = Arc::new(Counter::default());
+    let a = Transport::start(node_config(dir, 1, &batcher)?, counter.clone()).await?;
+    let receiver = Receiver::start(node_config(dir, 2, &batcher)?, counter.clone())?;
+    a.set_peer(NodeId(2), receiver.addr);
     // Connect first so the handshake is not measured.
     let _ = a.send_raft(NodeId(2), heartbeat(0));
     a.tick();
@@ -279,10 +299,11 @@ pub async fn heartbeats(
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let class = if coalesce { MessageClass::Heartbeat } else { MessageClass::Raft };
-    let (delivered0, stats0, cpu0, start) = (
+    let (delivered0, stats0, cpu0, receiver0, start) = (
         counter.messages.load(Ordering::Relaxed),
         a.stats().sent(class),
         cpu::process_cpu_time()?,
+        receiver.cpu()?,
         Instant::now(),
     );
     let mut next = tokio::time::Instant::now();
@@ -298,12 +319,14 @@ pub async fn heartbeats(
         a.tick();
         tokio::time::sleep_until(next).await;
     }
-    let (delivered1, stats1, cpu1, wall) = (
+    let (delivered1, stats1, cpu1, receiver1, wall) = (
         counter.messages.load(Ordering::Relaxed),
         a.stats().sent(class),
         cpu::process_cpu_time()?,
+        receiver.cpu()?,
         start.elapsed(),
     );
+    receiver.stop();
     Ok(HeartbeatResult {
         case,
         ranges,
@@ -313,5 +336,81 @@ pub async fn heartbeats(
         frames: stats1.frames - stats0.frames,
         wall,
         cpu: cpu1.saturating_sub(cpu0),
+        receiver_cpu: receiver1.saturating_sub(receiver0),
     })
+}
+
+fn node_config(dir: &Path, id: u64, batcher: &BatcherConfig) -> anyhow::Result<TransportConfig> {
+    let tls =
+        NodeTls::load(&TlsSource::DevGenerated { dir: dir.to_owned() }, &format!("node-{id}"))
+            .context("dev certificates")?;
+    let listen: SocketAddr = "127.0.0.1:0".parse()?;
+    let mut config = TransportConfig::new(NodeId(id), StoreId(id), 1, listen, tls);
+    config.batcher = batcher.clone();
+    Ok(config)
+}
+
+/// A node on its own single-threaded runtime in its own OS thread, so that its CPU time can
+/// be read apart from the rest of the process (`/proc/self/task/<tid>/schedstat`, in ns).
+struct Receiver {
+    addr: SocketAddr,
+    schedstat: std::path::PathBuf,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Receiver {
+    fn start(config: TransportConfig, handler: Arc<Counter>) -> anyhow::Result<Self> {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let started = (|| -> anyhow::Result<_> {
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                let transport = runtime.block_on(Transport::start(config, handler))?;
+                let addr = transport.local_addr()?;
+                let task = std::fs::read_link("/proc/thread-self")?;
+                Ok((runtime, transport, addr, task))
+            })();
+            match started {
+                Ok((runtime, transport, addr, task)) => {
+                    let _ = ready_tx.send(Ok((addr, task)));
+                    runtime.block_on(async {
+                        let _ = stop_rx.await;
+                    });
+                    drop(transport);
+                }
+                Err(error) => {
+                    let _ = ready_tx.send(Err(error));
+                }
+            }
+        });
+        let (addr, task) = ready_rx.recv().context("receiver thread died")??;
+        Ok(Self {
+            addr,
+            schedstat: std::path::Path::new("/proc").join(task).join("schedstat"),
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// CPU time of the receiver's thread so far.
+    fn cpu(&self) -> anyhow::Result<Duration> {
+        let text = std::fs::read_to_string(&self.schedstat)
+            .with_context(|| format!("reading {}", self.schedstat.display()))?;
+        let nanos: u64 = text
+            .split_whitespace()
+            .next()
+            .and_then(|field| field.parse().ok())
+            .context("malformed schedstat")?;
+        Ok(Duration::from_nanos(nanos))
+    }
+
+    fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }

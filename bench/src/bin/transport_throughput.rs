@@ -95,11 +95,13 @@ fn main() -> anyhow::Result<()> {
             )
             .await?;
             eprintln!(
-                "heartbeats {case:<10} {} ranges: {:>10.0} B/s  {:>6.1} frames/s  CPU {:>6.2}% of one core  ({} delivered)",
+                "heartbeats {case:<10} {} ranges: {:>10.0} B/s  {:>6.1} frames/s  CPU {:>5.2}% of one core: receiving node {:.2}%, sending node + driver {:.2}%  ({} delivered)",
                 result.ranges,
                 result.bytes_per_sec(),
                 result.frames as f64 / result.wall.as_secs_f64(),
                 result.cpu_percent(),
+                result.receiver_cpu_percent(),
+                result.sender_cpu_percent(),
                 result.delivered,
             );
             println!("{}", result.to_json());
