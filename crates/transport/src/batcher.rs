@@ -193,6 +193,26 @@ pub enum Pushed {
     Coalesced,
 }
 
+/// What a bulk push did with its items.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BulkPush {
+    /// Accepted and queued for the next raft batch (the sender should be woken).
+    pub queued: usize,
+    /// Accepted into this tick's coalesced heartbeats.
+    pub coalesced: usize,
+    /// Refused because the destination's queue was full.
+    pub dropped: usize,
+}
+
+impl BulkPush {
+    fn record(&mut self, pushed: Pushed) {
+        match pushed {
+            Pushed::Queued => self.queued += 1,
+            Pushed::Coalesced => self.coalesced += 1,
+        }
+    }
+}
+
 /// Why [`Batcher::push_raft`] refused a message. The message is dropped; Raft retries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Dropped {
@@ -509,6 +529,58 @@ impl Batcher {
             return self.push_raft(to, envelope);
         }
         self.push_item(to, Item::Heartbeat(StorePair { from: from_store, to: to_store }, beat))
+    }
+
+    /// Queues a tick's heartbeat tuples from store `from_store` to store `to_store` on node
+    /// `to`, all at once: [`push_heartbeat`](Self::push_heartbeat) for each, with the
+    /// destination and its gathering buffer looked up once. Returns how many were accepted
+    /// and how many dropped because the queue was full.
+    pub fn push_heartbeats(
+        &mut self,
+        to: NodeId,
+        from_store: StoreId,
+        to_store: StoreId,
+        beats: impl IntoIterator<Item = Heartbeat>,
+    ) -> BulkPush {
+        let mut result = BulkPush::default();
+        if !self.config.coalesce_heartbeats {
+            for beat in beats {
+                match self.push_heartbeat(to, from_store, to_store, beat) {
+                    Ok(pushed) => result.record(pushed),
+                    Err(Dropped::QueueFull) => result.dropped += 1,
+                }
+            }
+            return result;
+        }
+        let (msgs_max, bytes_max) = (self.config.queue_msgs_max, self.config.queue_bytes_max);
+        let destination = self.destinations.entry(to).or_default();
+        let depth = &mut destination.depth;
+        let gathering = destination
+            .gathering_heartbeats
+            .entry(StorePair { from: from_store, to: to_store })
+            .or_default();
+        for beat in beats {
+            // As `Destination::has_room`, inlined to borrow the depth and the buffer apart.
+            let room = depth.msgs == 0
+                || (depth.msgs < msgs_max
+                    && depth.bytes.saturating_add(HEARTBEAT_TUPLE_BYTES) <= bytes_max);
+            if room {
+                depth.msgs += 1;
+                depth.bytes = depth.bytes.saturating_add(HEARTBEAT_TUPLE_BYTES);
+                gathering.push(beat);
+                result.record(Pushed::Coalesced);
+            } else {
+                result.dropped += 1;
+            }
+        }
+        let depth = *depth;
+        self.stats.heartbeats.msgs_queued += result.coalesced as u64;
+        self.stats.heartbeats.bytes_queued += (result.coalesced * HEARTBEAT_TUPLE_BYTES) as u64;
+        self.stats.dropped_queue_full_msgs += result.dropped as u64;
+        self.stats.dropped_queue_full_bytes += (result.dropped * HEARTBEAT_TUPLE_BYTES) as u64;
+        self.stats.queue_depths.insert(to, depth);
+        self.debug_check_destination(to);
+        result
     }
 
     fn push_item(&mut self, to: NodeId, item: Item) -> Result<Pushed, Dropped> {

@@ -57,7 +57,7 @@ mod snapshot;
 pub mod tls;
 mod transport;
 
-pub use batcher::{BatcherConfig, Dropped, Pushed};
+pub use batcher::{BatcherConfig, BulkPush, Dropped, Pushed};
 pub use config::TransportConfig;
 pub use error::TransportError;
 pub use faults::{FaultConfig, FaultRule, Faults};

@@ -278,9 +278,17 @@ impl Transport {
         to_store: StoreId,
         beats: impl IntoIterator<Item = Heartbeat>,
     ) -> usize {
-        self.push_many(to, beats, |batcher, beat| {
-            batcher.push_heartbeat(to, from_store, to_store, beat)
-        })
+        let Some(peer) = self.inner.peer(to).or_else(|| self.inner.peer_entry(to, None)) else {
+            return beats.into_iter().count();
+        };
+        let pushed = self.inner.batcher.lock().push_heartbeats(to, from_store, to_store, beats);
+        if pushed.queued > 0 {
+            peer.wake.notify_one();
+        }
+        if pushed.dropped > 0 {
+            peer.metrics.dropped(&self.inner.stats, DropReason::QueueFull, pushed.dropped);
+        }
+        pushed.dropped
     }
 
     /// Queues many Raft messages for node `to` under one lock and one wake-up (a store hands

@@ -712,3 +712,37 @@ fn heartbeat_tuples_coalesce_like_heartbeat_messages() {
         assert_eq!(by_tuple.stats(), by_message.stats());
     }
 }
+
+#[test]
+fn bulk_heartbeats_match_single_pushes_up_to_a_full_queue() {
+    for coalesce in [true, false] {
+        let config = BatcherConfig {
+            coalesce_heartbeats: coalesce,
+            queue_msgs_max: 40,
+            ..BatcherConfig::default()
+        };
+        let (mut single, mut bulk) = (batcher(config.clone()), batcher(config));
+        let beats: Vec<Heartbeat> = (1..=50)
+            .map(|range| {
+                let envelope = heartbeat(range, range + 3);
+                Heartbeat::from_message(envelope.range, &envelope.message).unwrap()
+            })
+            .collect();
+        let mut expected = BulkPush::default();
+        for beat in &beats {
+            match single.push_heartbeat(FOLLOWER_NODE, StoreId(1), StoreId(2), *beat) {
+                Ok(Pushed::Queued) => expected.queued += 1,
+                Ok(Pushed::Coalesced) => expected.coalesced += 1,
+                Err(Dropped::QueueFull) => expected.dropped += 1,
+            }
+        }
+        let pushed = bulk.push_heartbeats(FOLLOWER_NODE, StoreId(1), StoreId(2), beats);
+        assert_eq!(pushed, expected);
+        assert_eq!(pushed.dropped, 10, "the queue holds 40");
+        assert_eq!(bulk.queue_depth(FOLLOWER_NODE), single.queue_depth(FOLLOWER_NODE));
+        assert_eq!(bulk.stats(), single.stats());
+        single.tick();
+        bulk.tick();
+        assert_eq!(drain(&mut bulk, FOLLOWER_NODE), drain(&mut single, FOLLOWER_NODE));
+    }
+}
