@@ -100,6 +100,18 @@ fn table_options(options: &EngineOptions, cache: &Cache, bloom: bool) -> BlockBa
     table
 }
 
+/// Compression of levels 0–6 in both instances: none on the first two (hot data, rewritten
+/// or deleted soon), LZ4 below. `kv/` additionally uses ZSTD on its bottommost level.
+const COMPRESSION_PER_LEVEL: [DBCompressionType; 7] = [
+    DBCompressionType::None,
+    DBCompressionType::None,
+    DBCompressionType::Lz4,
+    DBCompressionType::Lz4,
+    DBCompressionType::Lz4,
+    DBCompressionType::Lz4,
+    DBCompressionType::Lz4,
+];
+
 /// Options of `raft/`: one column family, WAL synced per batch by the caller, no
 /// compression on the first two levels (entries are short-lived: compressing data that is
 /// deleted before it reaches level 2 is wasted CPU), LZ4 below.
@@ -114,15 +126,7 @@ pub(crate) fn raft_options(options: &EngineOptions, cache: &Cache) -> Options {
     db.set_max_total_wal_size(options.raft_max_total_wal_bytes);
     // Logs are read by sequential scans and by exact key; no bloom filter needed.
     db.set_block_based_table_factory(&table_options(options, cache, false));
-    db.set_compression_per_level(&[
-        DBCompressionType::None,
-        DBCompressionType::None,
-        DBCompressionType::Lz4,
-        DBCompressionType::Lz4,
-        DBCompressionType::Lz4,
-        DBCompressionType::Lz4,
-        DBCompressionType::Lz4,
-    ]);
+    db.set_compression_per_level(&COMPRESSION_PER_LEVEL);
     db
 }
 
@@ -148,15 +152,7 @@ pub(crate) fn kv_cf_options(options: &EngineOptions, cache: &Cache) -> Options {
     cf.set_max_write_buffer_number(options.max_write_buffer_number.max(2));
     cf.set_target_file_size_base(options.kv_target_file_size_bytes);
     cf.set_block_based_table_factory(&table_options(options, cache, true));
-    cf.set_compression_per_level(&[
-        DBCompressionType::None,
-        DBCompressionType::None,
-        DBCompressionType::Lz4,
-        DBCompressionType::Lz4,
-        DBCompressionType::Lz4,
-        DBCompressionType::Lz4,
-        DBCompressionType::Lz4,
-    ]);
+    cf.set_compression_per_level(&COMPRESSION_PER_LEVEL);
     cf.set_bottommost_compression_type(DBCompressionType::Zstd);
     cf
 }
