@@ -1,0 +1,115 @@
+//! The store's configuration, validated before use (ARCHITECTURE.md §11 defaults).
+
+use crate::error::{Result, StoreError};
+
+/// How a store behaves. Times are in ticks; the threaded runner ticks every
+/// [`tick_interval_ms`](Self::tick_interval_ms).
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Milliseconds per tick.
+    pub tick_interval_ms: u64,
+    /// Raft election timeout, in ticks (each replica draws from `[e, 2e)`).
+    pub election_ticks: u32,
+    /// Ticks between leader heartbeats.
+    pub heartbeat_ticks: u32,
+    /// Ticks a leader lease lasts (below `election_ticks` by a margin for clock drift).
+    pub lease_ticks: u32,
+    /// Ticks a range must be idle before its leader tries to quiesce it (0: never).
+    pub quiesce_after_ticks: u32,
+    /// Ticks a read waits for its read index before it is answered `Timeout`.
+    pub read_timeout_ticks: u32,
+    /// Largest Raft command accepted, in bytes; bigger writes are refused with
+    /// `RaftEntryTooLarge`.
+    pub raft_entry_bytes_max: u64,
+    /// Bytes of proposed but uncommitted entries per range before writes are refused with
+    /// `ServerBusy`.
+    pub uncommitted_bytes_max: u64,
+    /// A scan returns at most this many bytes of keys and values (besides its own limit).
+    pub scan_bytes_max: u64,
+    /// Split a range once its approximate size passes this many bytes.
+    pub split_size_bytes: u64,
+    /// Split a range once its approximate key count passes this.
+    pub split_keys: u64,
+    /// Ticks between split checks of a range that took writes.
+    pub split_check_ticks: u32,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            tick_interval_ms: 100,
+            election_ticks: 10,
+            heartbeat_ticks: 2,
+            lease_ticks: 8,
+            quiesce_after_ticks: 20,
+            read_timeout_ticks: 20,
+            raft_entry_bytes_max: 8 << 20,
+            uncommitted_bytes_max: 64 << 20,
+            scan_bytes_max: 4 << 20,
+            split_size_bytes: 96 << 20,
+            split_keys: 960_000,
+            split_check_ticks: 100,
+        }
+    }
+}
+
+impl StoreConfig {
+    /// Checks the configuration.
+    ///
+    /// # Errors
+    /// [`StoreError::InvalidConfig`] naming the first wrong field.
+    pub fn validate(&self) -> Result<()> {
+        let invalid = |reason: &str| Err(StoreError::InvalidConfig(reason.to_owned()));
+        if self.tick_interval_ms == 0 {
+            return invalid("tick_interval_ms must be at least 1");
+        }
+        if self.heartbeat_ticks == 0 || self.election_ticks <= self.heartbeat_ticks {
+            return invalid("need 0 < heartbeat_ticks < election_ticks");
+        }
+        if self.lease_ticks == 0 || self.lease_ticks >= self.election_ticks {
+            return invalid("lease_ticks must be between 1 and election_ticks - 1");
+        }
+        if self.read_timeout_ticks == 0 {
+            return invalid("read_timeout_ticks must be at least 1");
+        }
+        if self.raft_entry_bytes_max == 0 || self.scan_bytes_max == 0 {
+            return invalid("raft_entry_bytes_max and scan_bytes_max must be positive");
+        }
+        if self.split_size_bytes == 0 || self.split_keys < 2 {
+            return invalid("split_size_bytes must be positive and split_keys at least 2");
+        }
+        Ok(())
+    }
+
+    /// The Raft core's configuration for replica `id`, seeded with `seed`.
+    #[must_use]
+    pub fn raft_config(
+        &self,
+        id: tessera_raft::ReplicaId,
+        applied: tessera_raft::LogIndex,
+        seed: u64,
+    ) -> tessera_raft::Config {
+        let mut config = tessera_raft::Config::new(id);
+        config.election_ticks = self.election_ticks;
+        config.heartbeat_ticks = self.heartbeat_ticks;
+        config.lease_ticks = self.lease_ticks;
+        config.uncommitted_bytes_max = self.uncommitted_bytes_max;
+        config.applied = applied;
+        config.seed = seed;
+        config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_bad_fields_are_named() {
+        StoreConfig::default().validate().unwrap();
+        let config = StoreConfig { lease_ticks: 10, ..StoreConfig::default() };
+        assert!(config.validate().unwrap_err().to_string().contains("lease_ticks"));
+        let config = StoreConfig { split_keys: 1, ..StoreConfig::default() };
+        assert!(config.validate().unwrap_err().to_string().contains("split_keys"));
+    }
+}

@@ -1,0 +1,23 @@
+//! How the store reaches the network: a trait, so the simulator can drive whole stores with
+//! its own seeded network and the product can use the QUIC transport.
+
+use tessera_wire::ids::StoreId;
+use tessera_wire::transport::RaftEnvelope;
+
+/// Delivers Raft messages between stores. Delivery may fail silently: Raft retries.
+pub trait Network {
+    /// Queues `envelope` for its `to_store`.
+    fn send(&mut self, envelope: RaftEnvelope);
+
+    /// Called at the end of every round, after the round's messages were queued: a
+    /// batching network sends them now.
+    fn flush(&mut self) {}
+
+    /// Node liveness: whether `store` is believed up. Quiescence relies on this instead of
+    /// per-range heartbeats: a quiesced follower whose leader's store is down wakes and
+    /// campaigns; a leader quiesces past followers whose stores are down.
+    fn store_alive(&self, store: StoreId) -> bool {
+        let _ = store;
+        true
+    }
+}

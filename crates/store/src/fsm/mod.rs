@@ -1,0 +1,281 @@
+//! Scheduling: the store's ranges, what reaches them (messages, requests, ticks) and the
+//! round that turns their Readys into one synced raft-log write, batched sends and one KV
+//! apply batch. No Raft or range rule lives here; those are in `operation/`.
+//!
+//! [`Store`] is single-threaded and deterministic: the simulator drives it step by step
+//! (`on_*`, [`Store::tick`], [`Store::poll`]); [`system`] runs it on a thread behind a
+//! bounded crossbeam mailbox for the product.
+
+pub mod system;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use tessera_engine::codec::StoreIdent;
+use tessera_engine::{KvEngine, RaftLogBatch, RaftLogEngine};
+use tessera_raft::{Entry, Message, ReadState, Ready};
+use tessera_wire::ids::{RangeId, StoreId};
+use tessera_wire::transport::RaftEnvelope;
+
+use crate::config::StoreConfig;
+use crate::env::Network;
+use crate::error::{Result, StoreError};
+use crate::operation::apply::ApplyContext;
+use crate::peer::Peer;
+
+/// Counters of what the store did, for tests, benches and metrics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Rounds that found work.
+    pub rounds: u64,
+    /// Synced raft-log writes (one per round with anything durable).
+    pub raft_syncs: u64,
+    /// Readys handled.
+    pub readies: u64,
+    /// Entries applied.
+    pub entries_applied: u64,
+    /// Messages sent.
+    pub messages_sent: u64,
+    /// Messages dropped on receipt (unknown range or replica, wrong store).
+    pub messages_dropped: u64,
+    /// Splits applied.
+    pub splits: u64,
+}
+
+/// One store: all its range replicas, its engines and its network.
+pub struct Store<R: RaftLogEngine, K: KvEngine, N: Network> {
+    pub(crate) config: StoreConfig,
+    pub(crate) ident: StoreIdent,
+    pub(crate) raft_engine: R,
+    pub(crate) kv: K,
+    pub(crate) net: N,
+    pub(crate) peers: BTreeMap<RangeId, Peer<R>>,
+    /// Ranges that may have a Ready.
+    pub(crate) dirty: BTreeSet<RangeId>,
+    pub(crate) ticks: u64,
+    pub(crate) next_read_id: u64,
+    pub(crate) stats: StoreStats,
+}
+
+impl<R: RaftLogEngine, K: KvEngine, N: Network> std::fmt::Debug for Store<R, K, N> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("store_id", &self.ident.store_id)
+            .field("ranges", &self.peers.len())
+            .field("ticks", &self.ticks)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one range's Ready left to do after the shared sync.
+struct Persisted {
+    range: RangeId,
+    number: u64,
+    messages: Vec<Message>,
+    committed: Vec<Entry>,
+    reads: Vec<ReadState>,
+}
+
+impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
+    /// This store's id.
+    #[must_use]
+    pub fn store_id(&self) -> StoreId {
+        self.ident.store_id
+    }
+
+    /// The replica of `range`, if this store holds one.
+    #[must_use]
+    pub fn peer(&self, range: RangeId) -> Option<&Peer<R>> {
+        self.peers.get(&range)
+    }
+
+    /// Every replica on this store, by range id.
+    pub fn peers(&self) -> impl Iterator<Item = &Peer<R>> {
+        self.peers.values()
+    }
+
+    /// What the store did so far.
+    #[must_use]
+    pub fn stats(&self) -> StoreStats {
+        self.stats
+    }
+
+    /// The network, for the simulator to take messages out of.
+    pub fn network_mut(&mut self) -> &mut N {
+        &mut self.net
+    }
+
+    /// The KV engine.
+    #[must_use]
+    pub fn kv(&self) -> &K {
+        &self.kv
+    }
+
+    /// Steps a message from another store into its range.
+    pub fn on_raft_message(&mut self, envelope: RaftEnvelope) {
+        if envelope.to_store != self.ident.store_id {
+            self.stats.messages_dropped += 1;
+            tracing::debug!(to = %envelope.to_store, "raft message for another store dropped");
+            return;
+        }
+        let range = envelope.range;
+        let Some(peer) = self.peers.get_mut(&range) else {
+            // A replica not created yet (its split is not applied here yet, or it awaits a
+            // snapshot) or already removed: the sender retries.
+            self.stats.messages_dropped += 1;
+            metrics::counter!("tessera_store_messages_dropped_total", "reason" => "unknown_range")
+                .increment(1);
+            return;
+        };
+        if envelope.message.to != peer.replica_id {
+            self.stats.messages_dropped += 1;
+            return;
+        }
+        if !envelope.message.entries.is_empty() {
+            peer.idle_ticks = 0;
+        }
+        if let Err(error) = peer.raw.step(envelope.message) {
+            tracing::debug!(%range, %error, "raft message refused");
+        }
+        self.dirty.insert(range);
+    }
+
+    /// Runs rounds until no range has a Ready (at most `max_rounds`); returns whether work
+    /// remains.
+    ///
+    /// # Errors
+    /// An engine failure: the store must stop and restart from disk.
+    pub fn poll_until_idle(&mut self, max_rounds: usize) -> Result<bool> {
+        for _ in 0..max_rounds {
+            if !self.poll()? {
+                return Ok(false);
+            }
+        }
+        Ok(!self.dirty.is_empty())
+    }
+
+    /// One round: collects the Ready of every range with one, persists them all with one
+    /// synced write, sends their messages, applies committed entries in one KV batch and
+    /// answers proposals and reads. Returns whether any range had a Ready.
+    ///
+    /// # Errors
+    /// An engine failure: the store must stop and restart from disk.
+    pub fn poll(&mut self) -> Result<bool> {
+        let dirty = std::mem::take(&mut self.dirty);
+        let mut batch = self.raft_engine.batch();
+        let mut must_sync = false;
+        let mut persisted = Vec::new();
+        for range in dirty {
+            let Some(peer) = self.peers.get_mut(&range) else { continue };
+            if !peer.raw.has_ready() {
+                continue;
+            }
+            let ready = peer.raw.ready();
+            self.stats.readies += 1;
+            must_sync |= ready.must_sync();
+            persisted.push(self.stage_ready(range, ready, &mut batch)?);
+        }
+        if persisted.is_empty() {
+            self.net.flush();
+            return Ok(false);
+        }
+        self.stats.rounds += 1;
+        if !batch.is_empty() || must_sync {
+            let started = std::time::Instant::now();
+            self.raft_engine.write(&mut batch, true)?;
+            metrics::histogram!("tessera_store_raft_sync_seconds")
+                .record(started.elapsed().as_secs_f64());
+            metrics::counter!("tessera_store_raft_syncs_total").increment(1);
+            self.stats.raft_syncs += 1;
+        }
+        metrics::histogram!("tessera_store_ready_batch_ranges").record(persisted.len() as f64);
+
+        let mut apply = ApplyContext::new(self.kv.batch());
+        let mut applied_ranges = Vec::new();
+        for done in &mut persisted {
+            let Some(peer) = self.peers.get_mut(&done.range) else { continue };
+            peer.raw.on_persist_ready(done.number);
+            for message in std::mem::take(&mut done.messages) {
+                Self::send(&mut self.net, &mut self.stats, peer, message);
+            }
+            if !done.committed.is_empty() {
+                let committed = std::mem::take(&mut done.committed);
+                self.stats.entries_applied += committed.len() as u64;
+                self.apply_entries(done.range, &committed, &mut apply)?;
+                applied_ranges.push(done.range);
+            }
+        }
+        apply.finish(&self.kv)?;
+        self.after_apply(apply)?;
+        for done in persisted {
+            self.on_read_states(done.range, done.reads);
+            self.dirty.insert(done.range);
+        }
+        self.serve_reads();
+        self.net.flush();
+        Ok(true)
+    }
+
+    /// Stages one Ready: snapshot (refused for now), entries and hard state into `batch`;
+    /// sends its messages at once.
+    fn stage_ready(
+        &mut self,
+        range: RangeId,
+        ready: Ready,
+        batch: &mut R::Batch,
+    ) -> Result<Persisted> {
+        let peer = self.peers.get_mut(&range).expect("staged ranges exist");
+        if let Some(soft) = ready.soft_state {
+            peer.leader = soft.leader;
+            if !peer.is_leader() {
+                self.on_lost_leadership(range);
+            }
+        }
+        let peer = self.peers.get_mut(&range).expect("staged ranges exist");
+        if ready.snapshot.is_some() {
+            // Logs are never truncated past a follower's match (operation::gc), so a
+            // snapshot can only come from a peer running a newer version.
+            return Err(StoreError::Unsupported(format!(
+                "range {range}: snapshot received, which this store does not install yet"
+            )));
+        }
+        if !ready.entries.is_empty() {
+            peer.idle_ticks = 0;
+            peer.raw.store_mut().stage_entries(batch, &ready.entries);
+        }
+        if let Some(hard_state) = ready.hard_state {
+            peer.raw.store_mut().stage_hard_state(batch, hard_state);
+        }
+        for message in ready.messages {
+            Self::send(&mut self.net, &mut self.stats, peer, message);
+        }
+        Ok(Persisted {
+            range,
+            number: ready.number,
+            messages: ready.persisted_messages,
+            committed: ready.committed_entries,
+            reads: ready.read_states,
+        })
+    }
+
+    pub(crate) fn send(net: &mut N, stats: &mut StoreStats, peer: &Peer<R>, message: Message) {
+        let Some(to_store) = peer.store_of(message.to) else {
+            tracing::debug!(range = %peer.range(), to = %message.to, "message to unknown replica");
+            return;
+        };
+        stats.messages_sent += 1;
+        net.send(RaftEnvelope {
+            range: peer.range(),
+            from_store: peer.store_id,
+            to_store,
+            message,
+        });
+    }
+
+    /// Writes one Raft-log batch now (used when creating replicas).
+    pub(crate) fn write_raft(&self, batch: &mut R::Batch, sync: bool) -> Result<()> {
+        if !batch.is_empty() {
+            self.raft_engine.write(batch, sync)?;
+        }
+        Ok(())
+    }
+}

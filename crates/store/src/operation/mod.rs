@@ -1,0 +1,9 @@
+//! Behaviour: what the store does with its ranges. Each file is one concern, written as an
+//! `impl Store` block over the state in `peer/` and the scheduling in `fsm/`.
+
+pub(crate) mod apply;
+pub(crate) mod lifecycle;
+pub(crate) mod read;
+pub(crate) mod split;
+pub(crate) mod tick;
+pub(crate) mod write;

@@ -1,0 +1,231 @@
+//! Requests: checks against range id, epoch and key span, then writes are proposed to Raft
+//! and answered at apply; reads go to `operation::read`.
+
+use bytes::Bytes;
+use tessera_engine::{KvEngine, RaftLogEngine};
+use tessera_raft::RaftError;
+use tessera_wire::errors::RpcError;
+use tessera_wire::kv::{KvCommand, KvRequest, KvResponse, ReadMode};
+use tessera_wire::range::RangeDescriptor;
+
+use crate::command::{Command, CommandHeader, WriteOp};
+use crate::env::Network;
+use crate::fsm::Store;
+use crate::peer::{KvResponder, Peer, Proposal, Responder};
+
+/// The first key of `keys` outside `descriptor`, as a `KeyNotInRange` answer.
+pub(crate) fn check_keys<'a>(
+    descriptor: &RangeDescriptor,
+    keys: impl IntoIterator<Item = &'a Bytes>,
+) -> Result<(), RpcError> {
+    for key in keys {
+        if !descriptor.contains_key(key) {
+            return Err(key_not_in_range(descriptor, key));
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn key_not_in_range(descriptor: &RangeDescriptor, key: &Bytes) -> RpcError {
+    RpcError::KeyNotInRange {
+        key: key.clone(),
+        range: descriptor.id,
+        start_key: descriptor.start_key.clone(),
+        end_key: descriptor.end_key.clone(),
+    }
+}
+
+/// A `[start, end)` span (end empty: unbounded) that must lie within the range.
+pub(crate) fn check_span(
+    descriptor: &RangeDescriptor,
+    start: &Bytes,
+    end: &Bytes,
+) -> Result<(), RpcError> {
+    check_keys(descriptor, [start])?;
+    let end_ok = if descriptor.end_key.is_empty() {
+        true
+    } else {
+        !end.is_empty() && end <= &descriptor.end_key
+    };
+    if !end_ok || (!end.is_empty() && end < start) {
+        return Err(key_not_in_range(descriptor, end));
+    }
+    Ok(())
+}
+
+impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
+    /// Serves a data request: raw reads and writes. Transactional commands belong to the
+    /// transaction layer and are refused here.
+    pub fn on_kv_request(&mut self, request: KvRequest, respond: KvResponder) {
+        let context = request.context;
+        let range = context.range;
+        if context.store_id.0 != 0 && context.store_id != self.ident.store_id {
+            respond(Err(RpcError::StoreNotMatch {
+                requested: context.store_id,
+                actual: self.ident.store_id,
+            }));
+            return;
+        }
+        let Some(peer) = self.peers.get_mut(&range) else {
+            respond(Err(RpcError::RangeNotFound { range }));
+            return;
+        };
+        if context.epoch.version != peer.descriptor.epoch.version
+            || context.epoch.conf_ver > peer.descriptor.epoch.conf_ver
+        {
+            respond(Err(RpcError::EpochNotMatch { ranges: vec![peer.descriptor.clone()] }));
+            return;
+        }
+        peer.idle_ticks = 0;
+        let header = CommandHeader { range, epoch: peer.descriptor.epoch };
+        let (command, ok) = match request.command {
+            command
+            @ (KvCommand::RawGet(_) | KvCommand::RawBatchGet(_) | KvCommand::RawScan(_)) => {
+                if context.read_mode == ReadMode::StaleRead {
+                    respond(Err(RpcError::InvalidRequest {
+                        message: "stale reads are not served by raw KV".to_owned(),
+                    }));
+                    return;
+                }
+                self.start_read(range, command, context.read_mode, respond);
+                return;
+            }
+            KvCommand::RawPut(put) => (
+                Command::Write {
+                    header,
+                    ops: vec![WriteOp::Put { key: put.key, value: put.value }],
+                },
+                Some(KvResponse::RawPut),
+            ),
+            KvCommand::RawBatchPut(put) => (
+                Command::Write {
+                    header,
+                    ops: put
+                        .pairs
+                        .into_iter()
+                        .map(|pair| WriteOp::Put { key: pair.key, value: pair.value })
+                        .collect(),
+                },
+                Some(KvResponse::RawBatchPut),
+            ),
+            KvCommand::RawDelete(delete) => (
+                Command::Write { header, ops: vec![WriteOp::Delete { key: delete.key }] },
+                Some(KvResponse::RawDelete),
+            ),
+            KvCommand::RawDeleteRange(delete) => (
+                Command::Write {
+                    header,
+                    ops: vec![WriteOp::DeleteRange {
+                        start: delete.start_key,
+                        end: delete.end_key,
+                    }],
+                },
+                Some(KvResponse::RawDeleteRange),
+            ),
+            KvCommand::RawCompareAndSwap(cas) => (
+                Command::CompareAndSwap {
+                    header,
+                    key: cas.key,
+                    expected: cas.expected,
+                    value: cas.value,
+                },
+                None,
+            ),
+            _ => {
+                respond(Err(RpcError::InvalidRequest {
+                    message: "transactional commands are not served by raw KV".to_owned(),
+                }));
+                return;
+            }
+        };
+        if let Err(error) = check_command_keys(&peer.descriptor, &command) {
+            respond(Err(error));
+            return;
+        }
+        self.propose(range, &command, ok, Responder::Kv(respond));
+    }
+
+    /// Proposes `command` on `range`'s leader; `respond` is answered at apply (or now, if
+    /// the proposal is refused).
+    pub(crate) fn propose(
+        &mut self,
+        range: RangeId,
+        command: &Command,
+        ok: Option<KvResponse>,
+        respond: Responder,
+    ) {
+        let Some(peer) = self.peers.get_mut(&range) else {
+            respond.fail(RpcError::RangeNotFound { range });
+            return;
+        };
+        let data = command.encode();
+        if data.len() as u64 > self.config.raft_entry_bytes_max {
+            respond.fail(RpcError::RaftEntryTooLarge {
+                range,
+                entry_bytes: data.len() as u64,
+                entry_bytes_max: self.config.raft_entry_bytes_max,
+            });
+            return;
+        }
+        if !peer.is_leader() {
+            respond.fail(peer.not_leader());
+            return;
+        }
+        match peer.raw.propose(data) {
+            Ok(index) => {
+                let term = peer.raw.raft().term();
+                peer.proposals.push_back(Proposal { index, term, ok, respond });
+                metrics::counter!("tessera_store_proposals_total").increment(1);
+                self.dirty.insert(range);
+            }
+            Err(error) => respond.fail(refusal(peer, &error)),
+        }
+    }
+}
+
+use tessera_wire::ids::RangeId;
+
+/// Maps the Raft core's refusal of a proposal to what the client is told.
+pub(crate) fn refusal<R: RaftLogEngine>(peer: &Peer<R>, error: &RaftError) -> RpcError {
+    match error {
+        RaftError::NotLeader { .. } | RaftError::NotAVoter { .. } => peer.not_leader(),
+        RaftError::UncommittedLogFull => RpcError::ServerBusy {
+            reason: format!("range {}: too many uncommitted writes", peer.range()),
+            retry_after_ms: 20,
+        },
+        RaftError::TransferInProgress { .. } => RpcError::ServerBusy {
+            reason: format!("range {}: leadership transfer in progress", peer.range()),
+            retry_after_ms: 50,
+        },
+        other => RpcError::Internal { message: other.to_string() },
+    }
+}
+
+/// Checks the keys a data command touches against the range.
+pub(crate) fn check_command_keys(
+    descriptor: &RangeDescriptor,
+    command: &Command,
+) -> Result<(), RpcError> {
+    match command {
+        Command::Write { ops, .. } => {
+            for op in ops {
+                match op {
+                    WriteOp::Put { key, .. } | WriteOp::Delete { key } => {
+                        check_keys(descriptor, [key])?;
+                    }
+                    WriteOp::DeleteRange { start, end } => check_span(descriptor, start, end)?,
+                }
+            }
+            Ok(())
+        }
+        Command::CompareAndSwap { key, .. } => check_keys(descriptor, [key]),
+        Command::Split { split_key, .. } => {
+            if split_key.as_ref() <= descriptor.start_key.as_ref()
+                || !descriptor.contains_key(split_key)
+            {
+                return Err(key_not_in_range(descriptor, split_key));
+            }
+            Ok(())
+        }
+    }
+}

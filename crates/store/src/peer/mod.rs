@@ -1,0 +1,152 @@
+//! One replica of one range: its Raft group, its descriptor, and the requests waiting on it.
+//! State only — what happens to it lives in `operation/`, when it happens in `fsm/`.
+
+use std::collections::VecDeque;
+
+use tessera_engine::RaftLogEngine;
+use tessera_engine::RangeLogStorage;
+use tessera_engine::codec::ApplyState;
+use tessera_raft::{LogIndex, RawNode, ReplicaId, Role, Term};
+use tessera_wire::errors::RpcError;
+use tessera_wire::ids::{RangeId, StoreId};
+use tessera_wire::kv::{KvCommand, KvResponse};
+use tessera_wire::range::{RangeDescriptor, Replica};
+
+/// Answers a data request.
+pub type KvResponder = Box<dyn FnOnce(Result<KvResponse, RpcError>) + Send>;
+/// Answers a split request with the two resulting descriptors (left, right).
+pub type SplitResponder =
+    Box<dyn FnOnce(Result<(RangeDescriptor, RangeDescriptor), RpcError>) + Send>;
+
+/// Who is waiting for a proposal, and what answer they expect.
+pub(crate) enum Responder {
+    /// A raw write or compare-and-swap.
+    Kv(KvResponder),
+    /// A split.
+    Split(SplitResponder),
+}
+
+impl std::fmt::Debug for Responder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Kv(_) => "Responder::Kv",
+            Self::Split(_) => "Responder::Split",
+        })
+    }
+}
+
+impl Responder {
+    /// Answers with an error.
+    pub(crate) fn fail(self, error: RpcError) {
+        match self {
+            Self::Kv(respond) => respond(Err(error)),
+            Self::Split(respond) => respond(Err(error)),
+        }
+    }
+}
+
+/// A proposal in the log, answered when the entry at `index` is applied: with its result if
+/// that entry has `term`, else `StaleCommand` (another leader overwrote it).
+#[derive(Debug)]
+pub(crate) struct Proposal {
+    pub(crate) index: LogIndex,
+    pub(crate) term: Term,
+    /// The response variant a successful data write answers with.
+    pub(crate) ok: Option<KvResponse>,
+    pub(crate) respond: Responder,
+}
+
+/// A read waiting for its read index, then for apply to reach it.
+pub(crate) struct PendingRead {
+    pub(crate) id: u64,
+    pub(crate) command: KvCommand,
+    pub(crate) epoch_version: u64,
+    /// Set once the Raft core answered the read index.
+    pub(crate) index: Option<LogIndex>,
+    pub(crate) deadline_tick: u64,
+    pub(crate) respond: KvResponder,
+}
+
+impl std::fmt::Debug for PendingRead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingRead")
+            .field("id", &self.id)
+            .field("index", &self.index)
+            .field("deadline_tick", &self.deadline_tick)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Write load since the last split check, for the size/key-count check.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct WriteLoad {
+    pub(crate) bytes: u64,
+    pub(crate) keys: u64,
+}
+
+/// One replica on this store.
+#[derive(Debug)]
+pub struct Peer<R: RaftLogEngine> {
+    pub(crate) store_id: StoreId,
+    pub(crate) replica_id: ReplicaId,
+    pub(crate) raw: RawNode<RangeLogStorage<R>>,
+    /// The range as of `applied`.
+    pub(crate) descriptor: RangeDescriptor,
+    pub(crate) applied: ApplyState,
+    /// The leader as last reported by the core.
+    pub(crate) leader: ReplicaId,
+    pub(crate) proposals: VecDeque<Proposal>,
+    pub(crate) reads: VecDeque<PendingRead>,
+    /// Ticks since anything happened on this range (for quiescence).
+    pub(crate) idle_ticks: u32,
+    pub(crate) write_load: WriteLoad,
+    /// Stores that were down when this leader quiesced: it wakes when one comes back.
+    pub(crate) slept_without: Vec<StoreId>,
+}
+
+impl<R: RaftLogEngine> Peer<R> {
+    /// The range.
+    #[must_use]
+    pub fn range(&self) -> RangeId {
+        self.descriptor.id
+    }
+
+    /// The range's descriptor as of the applied index.
+    #[must_use]
+    pub fn descriptor(&self) -> &RangeDescriptor {
+        &self.descriptor
+    }
+
+    /// Whether this replica leads its range.
+    #[must_use]
+    pub fn is_leader(&self) -> bool {
+        self.raw.raft().role() == Role::Leader
+    }
+
+    /// The applied index.
+    #[must_use]
+    pub fn applied_index(&self) -> LogIndex {
+        self.applied.applied_index
+    }
+
+    /// Whether the range sleeps (no ticks, no heartbeats).
+    #[must_use]
+    pub fn is_quiesced(&self) -> bool {
+        self.raw.is_quiesced()
+    }
+
+    /// The known leader as a replica of the descriptor, if any.
+    pub(crate) fn leader_replica(&self) -> Option<Replica> {
+        if self.leader.is_some() { self.descriptor.replica(self.leader).copied() } else { None }
+    }
+
+    /// The `NotLeader` answer for this range.
+    pub(crate) fn not_leader(&self) -> RpcError {
+        RpcError::NotLeader { range: self.descriptor.id, leader: self.leader_replica() }
+    }
+
+    /// The store of replica `id`, from the descriptor.
+    pub(crate) fn store_of(&self, id: ReplicaId) -> Option<StoreId> {
+        self.descriptor.replica(id).map(|replica| replica.store_id)
+    }
+}

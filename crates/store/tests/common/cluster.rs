@@ -1,0 +1,238 @@
+//! A deterministic cluster of whole stores on one thread: in-memory engines that lose
+//! unsynced writes on a crash, and a seeded network with delay, loss and partitions.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use tessera_engine::codec::StoreIdent;
+use tessera_engine::mem::{MemKvEngine, MemRaftLogEngine};
+use tessera_engine::{Cf, Direction, KvRead, keys};
+use tessera_raft::{ReplicaId, SplitMix64};
+use tessera_store::{Network, Store, StoreConfig, bootstrap};
+use tessera_wire::ids::{RangeId, StoreId};
+use tessera_wire::range::{RangeDescriptor, RangeEpoch, Replica, ReplicaRole};
+use tessera_wire::transport::RaftEnvelope;
+
+/// Key-value pairs as the engine holds them.
+pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
+
+pub type SimStore = Store<MemRaftLogEngine, MemKvEngine, SimNet>;
+
+/// Stores believed down (crashed or cut off), shared by every store's liveness view.
+pub type Down = Arc<Mutex<BTreeSet<StoreId>>>;
+
+/// A store's view of the network: an outbox the cluster empties after every poll.
+#[derive(Debug)]
+pub struct SimNet {
+    pub outbox: Vec<RaftEnvelope>,
+    down: Down,
+}
+
+impl Network for SimNet {
+    fn send(&mut self, envelope: RaftEnvelope) {
+        self.outbox.push(envelope);
+    }
+
+    fn store_alive(&self, store: StoreId) -> bool {
+        !self.down.lock().unwrap().contains(&store)
+    }
+}
+
+pub struct Node {
+    pub id: StoreId,
+    pub store: Option<SimStore>,
+    pub raft: MemRaftLogEngine,
+    pub kv: MemKvEngine,
+}
+
+pub struct Cluster {
+    pub config: StoreConfig,
+    pub nodes: Vec<Node>,
+    pub rng: SplitMix64,
+    pub now: u64,
+    /// (deliver at, envelope)
+    pub in_flight: Vec<(u64, RaftEnvelope)>,
+    pub down: Down,
+    /// Stores cut off from everyone.
+    pub isolated: BTreeSet<StoreId>,
+    pub loss_percent: u64,
+    pub next_id: u64,
+}
+
+pub const CLUSTER_ID: u64 = 42;
+
+impl Cluster {
+    /// `stores` stores, each holding a replica of the first range (the whole key space).
+    pub fn new(stores: u64, seed: u64, config: StoreConfig) -> Self {
+        let descriptor = RangeDescriptor {
+            id: RangeId(1),
+            start_key: Bytes::new(),
+            end_key: Bytes::new(),
+            epoch: RangeEpoch { conf_ver: 1, version: 1 },
+            replicas: (1..=stores)
+                .map(|id| Replica {
+                    id: ReplicaId(id),
+                    store_id: StoreId(id),
+                    role: ReplicaRole::Voter,
+                })
+                .collect(),
+        };
+        let down: Down = Arc::default();
+        let mut nodes = Vec::new();
+        for id in 1..=stores {
+            let raft = MemRaftLogEngine::new();
+            let kv = MemKvEngine::new();
+            let ident = StoreIdent { cluster_id: CLUSTER_ID, store_id: StoreId(id) };
+            bootstrap(&raft, &kv, ident, &descriptor).unwrap();
+            nodes.push(Node { id: StoreId(id), store: None, raft, kv });
+        }
+        let mut cluster = Self {
+            config,
+            nodes,
+            rng: SplitMix64::new(seed),
+            now: 0,
+            in_flight: Vec::new(),
+            down,
+            isolated: BTreeSet::new(),
+            loss_percent: 0,
+            next_id: 100,
+        };
+        for index in 0..cluster.nodes.len() {
+            cluster.start(index);
+        }
+        cluster
+    }
+
+    pub fn start(&mut self, index: usize) {
+        let node = &mut self.nodes[index];
+        let ident = StoreIdent { cluster_id: CLUSTER_ID, store_id: node.id };
+        let net = SimNet { outbox: Vec::new(), down: self.down.clone() };
+        let store =
+            Store::open(self.config.clone(), node.raft.clone(), node.kv.clone(), net, ident)
+                .unwrap();
+        node.store = Some(store);
+        self.down.lock().unwrap().remove(&node.id);
+    }
+
+    /// kill -9: the store vanishes with whatever was not synced (a random prefix of it kept).
+    pub fn crash(&mut self, index: usize) {
+        let keep_raft = self.rng.range(0, 3) as usize;
+        let keep_kv = self.rng.range(0, 4) as usize;
+        let node = &mut self.nodes[index];
+        node.store = None;
+        node.raft = node.raft.crash(keep_raft);
+        node.kv = node.kv.crash(keep_kv);
+        self.down.lock().unwrap().insert(node.id);
+    }
+
+    pub fn store(&mut self, id: StoreId) -> Option<&mut SimStore> {
+        self.nodes.iter_mut().find(|node| node.id == id)?.store.as_mut()
+    }
+
+    pub fn fresh_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    fn reachable(&self, from: StoreId, to: StoreId) -> bool {
+        !self.isolated.contains(&from) && !self.isolated.contains(&to)
+    }
+
+    /// One step: deliver due messages, tick every `tick_every` steps, poll every store.
+    pub fn step(&mut self, tick_every: u64) {
+        self.now += 1;
+        let now = self.now;
+        let due: Vec<RaftEnvelope> = {
+            let (due, later) = std::mem::take(&mut self.in_flight)
+                .into_iter()
+                .partition::<Vec<_>, _>(|(at, _)| *at <= now);
+            self.in_flight = later;
+            due.into_iter().map(|(_, envelope)| envelope).collect()
+        };
+        for envelope in due {
+            if let Some(store) = self.store(envelope.to_store) {
+                store.on_raft_message(envelope);
+            }
+        }
+        for index in 0..self.nodes.len() {
+            let Some(store) = self.nodes[index].store.as_mut() else { continue };
+            if now.is_multiple_of(tick_every) {
+                store.tick();
+            }
+            store.poll_until_idle(8).unwrap();
+            let outbox = std::mem::take(&mut store.network_mut().outbox);
+            for envelope in outbox {
+                let lost = !self.reachable(envelope.from_store, envelope.to_store)
+                    || self.rng.range(0, 100) < self.loss_percent;
+                if !lost {
+                    let delay = self.rng.range(1, 4);
+                    self.in_flight.push((now + delay, envelope));
+                }
+            }
+        }
+    }
+
+    /// Steps until `done` holds, at most `steps` steps.
+    pub fn run_until(&mut self, steps: u64, mut done: impl FnMut(&mut Self) -> bool) -> bool {
+        for _ in 0..steps {
+            if done(self) {
+                return true;
+            }
+            self.step(2);
+        }
+        done(self)
+    }
+
+    /// The store leading the range that holds `key`, as that store sees it.
+    pub fn leader_of(&self, key: &[u8]) -> Option<(StoreId, RangeDescriptor)> {
+        for node in &self.nodes {
+            let Some(store) = &node.store else { continue };
+            for peer in store.peers() {
+                if peer.is_leader() && peer.descriptor().contains_key(key) {
+                    return Some((node.id, peer.descriptor().clone()));
+                }
+            }
+        }
+        None
+    }
+
+    /// Every (range, applied index, data) of every live store, for convergence checks.
+    pub fn replica_data(&self) -> Vec<(RangeId, StoreId, Pairs)> {
+        let mut out = Vec::new();
+        for node in &self.nodes {
+            let Some(store) = &node.store else { continue };
+            for peer in store.peers() {
+                let descriptor = peer.descriptor();
+                let span = keys::data_span(&descriptor.start_key, &descriptor.end_key);
+                let data =
+                    store.kv().scan(Cf::Default, &span, Direction::Forward, usize::MAX).unwrap();
+                out.push((descriptor.id, node.id, data));
+            }
+        }
+        out
+    }
+}
+
+impl SimNet {
+    /// A network with nothing down, for tests that never send.
+    pub fn default_for_tests() -> Self {
+        Self { outbox: Vec::new(), down: Down::default() }
+    }
+}
+
+impl Cluster {
+    /// Every live store holding a replica whose range (as that store sees it) holds `key`.
+    pub fn replicas_of(&self, key: &[u8]) -> Vec<(StoreId, RangeDescriptor)> {
+        let mut out = Vec::new();
+        for node in &self.nodes {
+            let Some(store) = &node.store else { continue };
+            for peer in store.peers() {
+                if peer.descriptor().contains_key(key) {
+                    out.push((node.id, peer.descriptor().clone()));
+                }
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,502 @@
+//! Whole stores in the deterministic simulator: raw KV through Raft, splits, restarts, and
+//! seeded random runs with crashes, partitions, loss and splits whose client histories are
+//! checked for linearizability (todc-utils, Wing–Gong–Lowe) and whose replicas must
+//! converge.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use common::cluster::Cluster;
+use common::history::{History, Op, OpId, Outcome};
+use tessera_raft::ReplicaId;
+use tessera_store::StoreConfig;
+use tessera_wire::errors::RpcError;
+use tessera_wire::ids::{RangeId, StoreId};
+use tessera_wire::kv::{
+    KvCommand, KvPair, KvRequest, KvResponse, RawBatchPutRequest, RawCompareAndSwapRequest,
+    RawDeleteRangeRequest, RawDeleteRequest, RawGetRequest, RawPutRequest, RawScanRequest,
+    ReadMode, RequestContext,
+};
+use tessera_wire::range::RangeDescriptor;
+
+type Slot<T> = Arc<Mutex<Option<T>>>;
+
+fn config() -> StoreConfig {
+    StoreConfig { quiesce_after_ticks: 0, ..StoreConfig::default() }
+}
+
+fn key(n: u64) -> Bytes {
+    Bytes::from(format!("k{n:02}"))
+}
+
+fn request(descriptor: &RangeDescriptor, store: StoreId, command: KvCommand) -> KvRequest {
+    KvRequest {
+        context: RequestContext {
+            range: descriptor.id,
+            epoch: descriptor.epoch,
+            store_id: store,
+            ..RequestContext::default()
+        },
+        command,
+    }
+}
+
+/// Sends `command` for `routing_key` to its leader and steps until it is answered.
+fn call(
+    cluster: &mut Cluster,
+    routing_key: &[u8],
+    command: KvCommand,
+) -> Result<KvResponse, RpcError> {
+    assert!(cluster.run_until(2_000, |c| c.leader_of(routing_key).is_some()), "no leader");
+    let (store_id, descriptor) = cluster.leader_of(routing_key).unwrap();
+    let slot: Slot<Result<KvResponse, RpcError>> = Arc::default();
+    let answer = slot.clone();
+    cluster.store(store_id).unwrap().on_kv_request(
+        request(&descriptor, store_id, command),
+        Box::new(move |result| *answer.lock().unwrap() = Some(result)),
+    );
+    assert!(cluster.run_until(2_000, |_| slot.lock().unwrap().is_some()), "never answered");
+    slot.lock().unwrap().take().unwrap()
+}
+
+fn put(cluster: &mut Cluster, k: &Bytes, v: &str) {
+    let command =
+        KvCommand::RawPut(RawPutRequest { key: k.clone(), value: Bytes::from(v.to_owned()) });
+    assert_eq!(call(cluster, k, command).unwrap(), KvResponse::RawPut);
+}
+
+fn get(cluster: &mut Cluster, k: &Bytes) -> Option<Bytes> {
+    match call(cluster, k, KvCommand::RawGet(RawGetRequest { key: k.clone() })).unwrap() {
+        KvResponse::RawGet { value } => value,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn split(cluster: &mut Cluster, at: &Bytes) -> (RangeDescriptor, RangeDescriptor) {
+    let (store_id, descriptor) = cluster.leader_of(at).unwrap();
+    let new_range = RangeId(cluster.fresh_id());
+    let replicas: Vec<ReplicaId> =
+        descriptor.replicas.iter().map(|_| ReplicaId(cluster.fresh_id())).collect();
+    let slot: Slot<Result<(RangeDescriptor, RangeDescriptor), RpcError>> = Arc::default();
+    let answer = slot.clone();
+    cluster.store(store_id).unwrap().split(
+        descriptor.id,
+        descriptor.epoch,
+        at.clone(),
+        new_range,
+        replicas,
+        Box::new(move |result| *answer.lock().unwrap() = Some(result)),
+    );
+    assert!(cluster.run_until(2_000, |_| slot.lock().unwrap().is_some()));
+    slot.lock().unwrap().take().unwrap().unwrap()
+}
+
+#[test]
+fn raw_kv_through_raft_on_three_stores() {
+    let mut cluster = Cluster::new(3, 1, config());
+    put(&mut cluster, &key(1), "a");
+    put(&mut cluster, &key(2), "b");
+    assert_eq!(get(&mut cluster, &key(1)), Some(Bytes::from_static(b"a")));
+    assert_eq!(get(&mut cluster, &key(9)), None);
+
+    let pairs =
+        (3..7).map(|n| KvPair { key: key(n), value: Bytes::from(format!("v{n}")) }).collect();
+    call(&mut cluster, &key(3), KvCommand::RawBatchPut(RawBatchPutRequest { pairs })).unwrap();
+    let scan = |limit, reverse| {
+        KvCommand::RawScan(RawScanRequest {
+            start_key: key(2),
+            end_key: key(6),
+            limit,
+            reverse,
+            key_only: false,
+        })
+    };
+    let KvResponse::RawScan { pairs } = call(&mut cluster, &key(2), scan(0, false)).unwrap() else {
+        panic!()
+    };
+    let keys: Vec<_> = pairs.iter().map(|p| p.key.clone()).collect();
+    assert_eq!(keys, vec![key(2), key(3), key(4), key(5)]);
+    let KvResponse::RawScan { pairs } = call(&mut cluster, &key(2), scan(2, true)).unwrap() else {
+        panic!()
+    };
+    assert_eq!(pairs.iter().map(|p| p.key.clone()).collect::<Vec<_>>(), vec![key(5), key(4)]);
+
+    let cas = |expected: Option<&'static str>, value: &'static str| {
+        KvCommand::RawCompareAndSwap(RawCompareAndSwapRequest {
+            key: key(1),
+            expected: expected.map(|e: &'static str| Bytes::from_static(e.as_bytes())),
+            value: Bytes::from_static(value.as_bytes()),
+        })
+    };
+    assert_eq!(
+        call(&mut cluster, &key(1), cas(Some("zz"), "x")).unwrap(),
+        KvResponse::RawCompareAndSwap {
+            succeeded: false,
+            previous: Some(Bytes::from_static(b"a"))
+        }
+    );
+    assert_eq!(
+        call(&mut cluster, &key(1), cas(Some("a"), "x")).unwrap(),
+        KvResponse::RawCompareAndSwap { succeeded: true, previous: Some(Bytes::from_static(b"a")) }
+    );
+    assert_eq!(get(&mut cluster, &key(1)), Some(Bytes::from_static(b"x")));
+
+    call(&mut cluster, &key(1), KvCommand::RawDelete(RawDeleteRequest { key: key(1) })).unwrap();
+    assert_eq!(get(&mut cluster, &key(1)), None);
+    call(
+        &mut cluster,
+        &key(3),
+        KvCommand::RawDeleteRange(RawDeleteRangeRequest { start_key: key(3), end_key: key(5) }),
+    )
+    .unwrap();
+    assert_eq!(get(&mut cluster, &key(3)), None);
+    assert_eq!(get(&mut cluster, &key(4)), None);
+    assert_eq!(get(&mut cluster, &key(5)), Some(Bytes::from_static(b"v5")));
+
+    // A follower refuses with the leader's address; an unknown range is named.
+    let (leader, descriptor) = cluster.leader_of(b"k").unwrap();
+    let follower = descriptor.replicas.iter().find(|r| r.store_id != leader).unwrap().store_id;
+    let slot: Slot<Result<KvResponse, RpcError>> = Arc::default();
+    let answer = slot.clone();
+    cluster.store(follower).unwrap().on_kv_request(
+        request(&descriptor, follower, KvCommand::RawPut(RawPutRequest::default())),
+        Box::new(move |r| *answer.lock().unwrap() = Some(r)),
+    );
+    match slot.lock().unwrap().take().unwrap() {
+        Err(RpcError::NotLeader { leader: Some(replica), .. }) => {
+            assert_eq!(replica.store_id, leader);
+        }
+        other => panic!("{other:?}"),
+    }
+    let mut unknown = descriptor.clone();
+    unknown.id = RangeId(77);
+    let answer = slot.clone();
+    cluster.store(leader).unwrap().on_kv_request(
+        request(&unknown, leader, KvCommand::RawGet(RawGetRequest::default())),
+        Box::new(move |r| *answer.lock().unwrap() = Some(r)),
+    );
+    assert_eq!(
+        slot.lock().unwrap().take().unwrap(),
+        Err(RpcError::RangeNotFound { range: RangeId(77) })
+    );
+}
+
+#[test]
+fn split_moves_keys_and_stale_epochs_are_refused() {
+    let mut cluster = Cluster::new(3, 2, config());
+    for n in 0..10 {
+        put(&mut cluster, &key(n), &format!("v{n}"));
+    }
+    let (_, before) = cluster.leader_of(&key(0)).unwrap();
+    let (left, right) = split(&mut cluster, &key(5));
+    assert_eq!(left.end_key, key(5));
+    assert_eq!(right.start_key, key(5));
+    assert_eq!(left.epoch.version, before.epoch.version + 1);
+    // Both halves elect leaders and serve their keys; data stayed where it was.
+    assert_eq!(get(&mut cluster, &key(7)), Some(Bytes::from_static(b"v7")));
+    assert_eq!(get(&mut cluster, &key(2)), Some(Bytes::from_static(b"v2")));
+    put(&mut cluster, &key(8), "new");
+    assert_eq!(get(&mut cluster, &key(8)), Some(Bytes::from_static(b"new")));
+
+    // The old epoch is refused with the current descriptor; a key of the right half sent
+    // to the left range is refused as not in range.
+    let (leader, current) = cluster.leader_of(&key(1)).unwrap();
+    for (descriptor, command, expect_epoch) in [
+        (before.clone(), KvCommand::RawGet(RawGetRequest { key: key(1) }), true),
+        (current.clone(), KvCommand::RawGet(RawGetRequest { key: key(7) }), false),
+    ] {
+        let slot: Slot<Result<KvResponse, RpcError>> = Arc::default();
+        let answer = slot.clone();
+        cluster.store(leader).unwrap().on_kv_request(
+            request(&descriptor, leader, command),
+            Box::new(move |r| *answer.lock().unwrap() = Some(r)),
+        );
+        match slot.lock().unwrap().take().unwrap() {
+            Err(RpcError::EpochNotMatch { ranges }) if expect_epoch => {
+                assert_eq!(ranges[0], current);
+            }
+            Err(RpcError::KeyNotInRange { .. }) if !expect_epoch => {}
+            other => panic!("{other:?}"),
+        }
+    }
+
+    // Every store restarts into both ranges, from the engines.
+    for index in 0..3 {
+        cluster.crash(index);
+        cluster.start(index);
+        // The split may not have been durable in the KV engine: the log replays it.
+        let store = cluster.nodes[index].store.as_mut().unwrap();
+        store.poll_until_idle(100).unwrap();
+        assert_eq!(store.peers().count(), 2);
+    }
+    assert_eq!(get(&mut cluster, &key(8)), Some(Bytes::from_static(b"new")));
+    assert_eq!(get(&mut cluster, &key(3)), Some(Bytes::from_static(b"v3")));
+}
+
+#[test]
+fn bootstrap_and_open_refuse_wrong_identity() {
+    use tessera_engine::codec::StoreIdent;
+    use tessera_engine::mem::{MemKvEngine, MemRaftLogEngine};
+    let raft = MemRaftLogEngine::new();
+    let kv = MemKvEngine::new();
+    let descriptor = RangeDescriptor {
+        id: RangeId(1),
+        replicas: vec![tessera_wire::range::Replica {
+            id: ReplicaId(1),
+            store_id: StoreId(1),
+            role: tessera_wire::range::ReplicaRole::Voter,
+        }],
+        ..RangeDescriptor::default()
+    };
+    let ident = StoreIdent { cluster_id: 1, store_id: StoreId(2) };
+    assert!(tessera_store::bootstrap(&raft, &kv, ident, &descriptor).is_err(), "no replica here");
+    let ident = StoreIdent { cluster_id: 1, store_id: StoreId(1) };
+    tessera_store::bootstrap(&raft, &kv, ident, &descriptor).unwrap();
+    assert!(tessera_store::bootstrap(&raft, &kv, ident, &descriptor).is_err(), "twice");
+    let net = common::cluster::SimNet::default_for_tests();
+    let other = StoreIdent { cluster_id: 9, store_id: StoreId(1) };
+    let error = tessera_store::Store::open(config(), raft, kv, net, other).unwrap_err();
+    assert!(error.to_string().contains("cluster 1"), "{error}");
+}
+
+/// What a simulated client is doing.
+struct Pending {
+    op: OpId,
+    is_read: bool,
+    started: u64,
+    slot: Slot<Result<KvResponse, RpcError>>,
+}
+
+/// A seeded random run: clients issue puts, gets, deletes and CAS on 8 keys while stores
+/// crash and restart, get cut off, lose messages, and ranges split. Returns the history size.
+fn random_run(seed: u64, steps: u64) -> usize {
+    let mut cluster = Cluster::new(3, seed, config());
+    let mut history = History::new();
+    let clients = 5u64;
+    let mut pending: BTreeMap<u64, Pending> = BTreeMap::new();
+    let mut next_value = 1u64;
+    let mut down_until: BTreeMap<usize, u64> = BTreeMap::new();
+    let mut split_points = vec![2u64, 4, 6];
+    let mut completed = 0usize;
+    for _ in 0..steps {
+        let now = cluster.now;
+        // Faults.
+        let roll = cluster.rng.range(0, 1000);
+        if roll < 3 && down_until.is_empty() {
+            let index = cluster.rng.range(0, 3) as usize;
+            cluster.crash(index);
+            down_until.insert(index, now + cluster.rng.range(20, 200));
+        } else if roll < 6 && cluster.isolated.is_empty() {
+            let id = StoreId(cluster.rng.range(1, 4));
+            cluster.isolated.insert(id);
+            cluster.down.lock().unwrap().insert(id);
+        } else if roll < 15 {
+            for id in std::mem::take(&mut cluster.isolated) {
+                cluster.down.lock().unwrap().remove(&id);
+            }
+        } else if roll < 17 {
+            cluster.loss_percent = if cluster.loss_percent == 0 { 10 } else { 0 };
+        } else if roll < 20 && !split_points.is_empty() {
+            let at = key(split_points[0]);
+            if let Some((store_id, descriptor)) = cluster.leader_of(&at)
+                && descriptor.start_key != at
+            {
+                split_points.remove(0);
+                let new_range = RangeId(cluster.fresh_id());
+                let replicas =
+                    descriptor.replicas.iter().map(|_| ReplicaId(cluster.fresh_id())).collect();
+                cluster.store(store_id).unwrap().split(
+                    descriptor.id,
+                    descriptor.epoch,
+                    at,
+                    new_range,
+                    replicas,
+                    Box::new(|_| {}),
+                );
+            }
+        }
+        for (index, until) in down_until.clone() {
+            if until <= now {
+                down_until.remove(&index);
+                cluster.start(index);
+            }
+        }
+        // Clients.
+        for client in 0..clients {
+            if let Some(p) = pending.get(&client) {
+                let result = p.slot.lock().unwrap().take();
+                match result {
+                    Some(result) => {
+                        let p = pending.remove(&client).unwrap();
+                        completed += usize::from(record(&mut history, &p, result, now));
+                    }
+                    None if now - p.started > 400 => {
+                        // Gave up waiting (its store crashed, or it is stuck): unknown.
+                        let p = pending.remove(&client).unwrap();
+                        if p.is_read {
+                            history.fail(p.op);
+                        } else {
+                            history.complete(p.op, Outcome::Unknown, now);
+                        }
+                    }
+                    None => continue,
+                }
+            }
+            if cluster.rng.range(0, 4) != 0 {
+                continue;
+            }
+            let k = cluster.rng.range(0, 8);
+            let (op, command) = match cluster.rng.range(0, 4) {
+                0 => (Op::Get { key: k }, KvCommand::RawGet(RawGetRequest { key: key(k) })),
+                1 => {
+                    next_value += 1;
+                    (
+                        Op::Put { key: k, value: next_value },
+                        KvCommand::RawPut(RawPutRequest { key: key(k), value: value(next_value) }),
+                    )
+                }
+                2 => {
+                    (Op::Delete { key: k }, KvCommand::RawDelete(RawDeleteRequest { key: key(k) }))
+                }
+                _ => {
+                    next_value += 1;
+                    let expected = if cluster.rng.range(0, 3) == 0 {
+                        None
+                    } else {
+                        Some(cluster.rng.range(1, next_value))
+                    };
+                    (
+                        Op::Cas { key: k, expected, new: next_value },
+                        KvCommand::RawCompareAndSwap(RawCompareAndSwapRequest {
+                            key: key(k),
+                            expected: expected.map(value),
+                            value: value(next_value),
+                        }),
+                    )
+                }
+            };
+            let is_read = matches!(op, Op::Get { .. });
+            // A third of the reads go to any replica (follower reads by read index).
+            let replica_read = is_read && cluster.rng.range(0, 3) == 0;
+            let target = if replica_read {
+                let replicas = cluster.replicas_of(&key(k));
+                if replicas.is_empty() {
+                    None
+                } else {
+                    let pick = cluster.rng.range(0, replicas.len() as u64) as usize;
+                    Some(replicas[pick].clone())
+                }
+            } else {
+                cluster.leader_of(&key(k))
+            };
+            let Some((store_id, descriptor)) = target else { continue };
+            let mut request = request(&descriptor, store_id, command);
+            if replica_read {
+                request.context.read_mode = ReadMode::ReplicaRead;
+            }
+            let id = history.invoke(client, op, now);
+            let slot: Slot<Result<KvResponse, RpcError>> = Arc::default();
+            let answer = slot.clone();
+            cluster
+                .store(store_id)
+                .unwrap()
+                .on_kv_request(request, Box::new(move |r| *answer.lock().unwrap() = Some(r)));
+            pending.insert(client, Pending { op: id, is_read, started: now, slot });
+        }
+        cluster.step(2);
+    }
+    // Heal, restart, and let everything settle.
+    for index in std::mem::take(&mut down_until).into_keys() {
+        cluster.start(index);
+    }
+    for id in std::mem::take(&mut cluster.isolated) {
+        cluster.down.lock().unwrap().remove(&id);
+    }
+    cluster.loss_percent = 0;
+    for _ in 0..600 {
+        cluster.step(2);
+    }
+    let now = cluster.now;
+    for (_, p) in std::mem::take(&mut pending) {
+        let result = p.slot.lock().unwrap().take();
+        match result {
+            Some(result) => completed += usize::from(record(&mut history, &p, result, now)),
+            None if p.is_read => history.fail(p.op),
+            None => history.complete(p.op, Outcome::Unknown, now),
+        }
+    }
+    let ranges: std::collections::BTreeSet<_> =
+        cluster.replica_data().into_iter().map(|(range, _, _)| range).collect();
+    let stats: Vec<_> = cluster.nodes.iter().map(|n| n.store.as_ref().unwrap().stats()).collect();
+    println!(
+        "seed {seed}: {} ops ({} completed), {} ranges, store stats {stats:?}",
+        history.len(),
+        completed,
+        ranges.len()
+    );
+    if let Err(violation) = history.check() {
+        panic!("seed {seed}: {violation}");
+    }
+    // Convergence: every replica of a range holds the same data.
+    let mut by_range: BTreeMap<RangeId, Vec<(StoreId, common::cluster::Pairs)>> = BTreeMap::new();
+    for (range, store, data) in cluster.replica_data() {
+        by_range.entry(range).or_default().push((store, data));
+    }
+    for (range, replicas) in &by_range {
+        assert_eq!(replicas.len(), 3, "seed {seed}: range {range} has {} replicas", replicas.len());
+        for (store, data) in replicas {
+            assert_eq!(data, &replicas[0].1, "seed {seed}: range {range} differs on store {store}");
+        }
+    }
+    history.len()
+}
+
+fn value(n: u64) -> Bytes {
+    Bytes::from(n.to_be_bytes().to_vec())
+}
+
+fn decode_value(bytes: &Bytes) -> u64 {
+    u64::from_be_bytes(bytes.as_ref().try_into().expect("8-byte values"))
+}
+
+fn record(
+    history: &mut History,
+    p: &Pending,
+    result: Result<KvResponse, RpcError>,
+    now: u64,
+) -> bool {
+    let ok = result.is_ok();
+    match result {
+        Ok(KvResponse::RawGet { value }) => {
+            history.complete(p.op, Outcome::Get(value.as_ref().map(decode_value)), now);
+        }
+        Ok(KvResponse::RawPut) => history.complete(p.op, Outcome::Put, now),
+        Ok(KvResponse::RawDelete) => history.complete(p.op, Outcome::Delete, now),
+        Ok(KvResponse::RawCompareAndSwap { succeeded, previous }) => history.complete(
+            p.op,
+            Outcome::Cas { succeeded, previous: previous.as_ref().map(decode_value) },
+            now,
+        ),
+        Ok(other) => panic!("unexpected answer {other:?}"),
+        // A timeout may have happened or not.
+        Err(RpcError::Timeout) if !p.is_read => history.complete(p.op, Outcome::Unknown, now),
+        // Every other refusal means the command did not (and will not) take effect.
+        Err(_) => history.fail(p.op),
+    }
+    ok
+}
+
+#[test]
+fn random_runs_are_linearizable_and_converge() {
+    let seeds: u64 =
+        std::env::var("STORE_SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(40);
+    let mut ops = 0;
+    for seed in 1..=seeds {
+        ops += random_run(seed, 3_000);
+    }
+    assert!(ops > 500 * seeds as usize, "too few operations: {ops}");
+}
