@@ -296,6 +296,16 @@ impl<S: Storage> RawNode<S> {
         self.raft.log.term(index).ok()
     }
 
+    /// On the leader, how far each replica's log (this one's included) is known to match
+    /// the leader's; empty on other nodes. The store truncates logs no further than the
+    /// slowest of these.
+    pub fn matched(&self) -> Vec<(ReplicaId, LogIndex)> {
+        if self.raft.role() != Role::Leader {
+            return Vec::new();
+        }
+        self.raft.progress.iter().map(|(id, progress)| (*id, progress.matched)).collect()
+    }
+
     /// The current membership.
     pub fn conf_state(&self) -> ConfState {
         self.raft.membership.to_conf_state()

@@ -68,6 +68,14 @@ pub enum Command {
         /// The value to set.
         value: Bytes,
     },
+    /// Truncates the log of every replica up to `index` (each replica no further than its
+    /// own durable apply index).
+    CompactLog {
+        /// Header.
+        header: CommandHeader,
+        /// The last index to remove.
+        index: tessera_wire::raft::LogIndex,
+    },
     /// Splits the range at `split_key`: the left part keeps the range id, the right part
     /// becomes `new_range` with one replica per current replica, in descriptor order.
     Split {
@@ -89,6 +97,7 @@ impl Command {
         match self {
             Self::Write { header, .. }
             | Self::CompareAndSwap { header, .. }
+            | Self::CompactLog { header, .. }
             | Self::Split { header, .. } => header,
         }
     }

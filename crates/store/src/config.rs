@@ -30,6 +30,11 @@ pub struct StoreConfig {
     pub split_size_bytes: u64,
     /// Split a range once its approximate key count passes this.
     pub split_keys: u64,
+    /// Propose truncating a range's log once it holds more than this many applied entries.
+    pub log_gc_count_limit: u64,
+    /// Ticks between log-truncation checks (each also syncs the KV engine's WAL, which is
+    /// what lets the durable apply index, and so truncation, advance).
+    pub log_gc_ticks: u32,
     /// Ticks between split checks of a range that took writes.
     pub split_check_ticks: u32,
 }
@@ -49,6 +54,8 @@ impl Default for StoreConfig {
             split_size_bytes: 96 << 20,
             split_keys: 960_000,
             split_check_ticks: 100,
+            log_gc_count_limit: 10_000,
+            log_gc_ticks: 100,
         }
     }
 }
@@ -77,6 +84,9 @@ impl StoreConfig {
         }
         if self.split_size_bytes == 0 || self.split_keys < 2 {
             return invalid("split_size_bytes must be positive and split_keys at least 2");
+        }
+        if self.log_gc_count_limit == 0 || self.log_gc_ticks == 0 {
+            return invalid("log_gc_count_limit and log_gc_ticks must be at least 1");
         }
         Ok(())
     }

@@ -53,6 +53,8 @@ pub struct Store<R: RaftLogEngine, K: KvEngine, N: Network> {
     pub(crate) dirty: BTreeSet<RangeId>,
     pub(crate) ticks: u64,
     pub(crate) next_read_id: u64,
+    /// A log-truncation check is due at the next poll.
+    pub(crate) gc_due: bool,
     pub(crate) stats: StoreStats,
 }
 
@@ -160,6 +162,9 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
     /// # Errors
     /// An engine failure: the store must stop and restart from disk.
     pub fn poll(&mut self) -> Result<bool> {
+        if std::mem::take(&mut self.gc_due) {
+            self.log_gc()?;
+        }
         let dirty = std::mem::take(&mut self.dirty);
         let mut batch = self.raft_engine.batch();
         let mut must_sync = false;

@@ -171,6 +171,11 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
     ) -> Result<Applied> {
         let peer = self.peers.get_mut(&range).expect("applying ranges exist");
         let descriptor = &peer.descriptor;
+        if let Command::CompactLog { index, .. } = command {
+            // Valid under any epoch: it concerns the log, not the keys.
+            peer.compact_wanted = peer.compact_wanted.max(index);
+            return Ok(Applied::Nothing);
+        }
         let header = *command.header();
         if header.range != range || header.epoch.version != descriptor.epoch.version {
             let refusal = RpcError::EpochNotMatch { ranges: vec![descriptor.clone()] };
@@ -217,6 +222,7 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
                     previous: previous.map(Bytes::from),
                 }))))
             }
+            Command::CompactLog { .. } => Ok(Applied::Nothing),
             Command::Split { split_key, new_range, new_replicas, .. } => Ok(Applied::Split(
                 self.apply_split(range, &split_key, new_range, &new_replicas, apply),
             )),

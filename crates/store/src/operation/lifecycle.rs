@@ -101,6 +101,7 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
             dirty: BTreeSet::new(),
             ticks: 0,
             next_read_id: 1,
+            gc_due: false,
             stats: StoreStats::default(),
         };
         let mut ranges = Vec::new();
@@ -178,6 +179,7 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
             idle_ticks: 0,
             write_load: WriteLoad::default(),
             slept_without: Vec::new(),
+            compact_wanted: tessera_raft::LogIndex(0),
         };
         self.peers.insert(range, peer);
         self.dirty.insert(range);

@@ -2,6 +2,7 @@
 //! `impl Store` block over the state in `peer/` and the scheduling in `fsm/`.
 
 pub(crate) mod apply;
+pub(crate) mod gc;
 pub(crate) mod lifecycle;
 pub(crate) mod read;
 pub(crate) mod split;

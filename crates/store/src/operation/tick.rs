@@ -15,6 +15,9 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
     pub fn tick(&mut self) {
         self.ticks += 1;
         let now = self.ticks;
+        if now.is_multiple_of(u64::from(self.config.log_gc_ticks)) {
+            self.gc_due = true;
+        }
         let quiesce_after = self.config.quiesce_after_ticks;
         let mut quiesced = 0u64;
         for (range, peer) in &mut self.peers {

@@ -173,6 +173,14 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
         }
         match peer.raw.propose(data) {
             Ok(index) => {
+                // Proposals at this index or above were made in an earlier term and their
+                // entries are gone from this leader's log: they were never committed and
+                // never will be. (Left queued, they would sit ahead of this one and have it
+                // answered as stale when it applies.)
+                while peer.proposals.back().is_some_and(|back| back.index >= index) {
+                    let stale = peer.proposals.pop_back().expect("back exists");
+                    stale.respond.fail(RpcError::StaleCommand);
+                }
                 let term = peer.raw.raft().term();
                 peer.proposals.push_back(Proposal { index, term, ok, respond });
                 metrics::counter!("tessera_store_proposals_total").increment(1);
@@ -219,6 +227,7 @@ pub(crate) fn check_command_keys(
             Ok(())
         }
         Command::CompareAndSwap { key, .. } => check_keys(descriptor, [key]),
+        Command::CompactLog { .. } => Ok(()),
         Command::Split { split_key, .. } => {
             if split_key.as_ref() <= descriptor.start_key.as_ref()
                 || !descriptor.contains_key(split_key)

@@ -24,6 +24,8 @@ pub(crate) enum Responder {
     Kv(KvResponder),
     /// A split.
     Split(SplitResponder),
+    /// Nobody waits (a command the store proposes for itself, such as log truncation).
+    Nobody,
 }
 
 impl std::fmt::Debug for Responder {
@@ -31,6 +33,7 @@ impl std::fmt::Debug for Responder {
         f.write_str(match self {
             Self::Kv(_) => "Responder::Kv",
             Self::Split(_) => "Responder::Split",
+            Self::Nobody => "Responder::Nobody",
         })
     }
 }
@@ -41,6 +44,7 @@ impl Responder {
         match self {
             Self::Kv(respond) => respond(Err(error)),
             Self::Split(respond) => respond(Err(error)),
+            Self::Nobody => {}
         }
     }
 }
@@ -100,6 +104,9 @@ pub struct Peer<R: RaftLogEngine> {
     /// Ticks since anything happened on this range (for quiescence).
     pub(crate) idle_ticks: u32,
     pub(crate) write_load: WriteLoad,
+    /// The log index every replica agreed to truncate up to (applied `CompactLog`); this
+    /// replica truncates as far as its durable apply index allows.
+    pub(crate) compact_wanted: LogIndex,
     /// Stores that were down when this leader quiesced: it wakes when one comes back.
     pub(crate) slept_without: Vec<StoreId>,
 }
@@ -127,6 +134,12 @@ impl<R: RaftLogEngine> Peer<R> {
     #[must_use]
     pub fn applied_index(&self) -> LogIndex {
         self.applied.applied_index
+    }
+
+    /// The first index still in the log (everything before was truncated).
+    #[must_use]
+    pub fn log_first_index(&self) -> LogIndex {
+        self.raw.store().raft_state().first_index()
     }
 
     /// Whether the range sleeps (no ticks, no heartbeats).
