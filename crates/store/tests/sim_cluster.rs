@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use common::cluster::Cluster;
 use common::history::{History, Op, OpId, Outcome};
+use tessera_engine::KvRead;
 use tessera_raft::ReplicaId;
 use tessera_store::StoreConfig;
 use tessera_wire::errors::RpcError;
@@ -82,6 +83,7 @@ fn get(cluster: &mut Cluster, k: &Bytes) -> Option<Bytes> {
 }
 
 fn split(cluster: &mut Cluster, at: &Bytes) -> (RangeDescriptor, RangeDescriptor) {
+    assert!(cluster.run_until(2_000, |c| c.leader_of(at).is_some()), "no leader");
     let (store_id, descriptor) = cluster.leader_of(at).unwrap();
     let new_range = RangeId(cluster.fresh_id());
     let replicas: Vec<ReplicaId> =
@@ -280,7 +282,12 @@ struct Pending {
 /// crash and restart, get cut off, lose messages, and ranges split. Returns the history size.
 fn random_run(seed: u64, steps: u64) -> usize {
     let gc = seed.is_multiple_of(2) && std::env::var("STORE_SIM_NO_GC").is_err();
-    let mut cluster = Cluster::new(3, seed, if gc { gc_config() } else { config() });
+    let mut run_config = if gc { gc_config() } else { config() };
+    if seed % 3 == 0 {
+        // A third of the runs let idle ranges sleep, so waking is exercised under faults.
+        run_config.quiesce_after_ticks = 10;
+    }
+    let mut cluster = Cluster::new(3, seed, run_config);
     let mut history = History::new();
     let clients = 5u64;
     let mut pending: BTreeMap<u64, Pending> = BTreeMap::new();
@@ -541,4 +548,60 @@ fn logs_are_truncated_no_further_than_durable_and_restarts_keep_everything() {
 #[test]
 fn regression_overwritten_proposals_do_not_shadow_new_ones() {
     random_run(240, 3_000);
+}
+
+fn messages_sent(cluster: &Cluster) -> u64 {
+    cluster.nodes.iter().filter_map(|n| n.store.as_ref()).map(|s| s.stats().messages_sent).sum()
+}
+
+#[test]
+fn idle_ranges_quiesce_and_wake_on_traffic_or_a_dead_leader() {
+    let config = StoreConfig { quiesce_after_ticks: 10, ..config() };
+    let mut cluster = Cluster::new(3, 4, config);
+    for n in 0..8 {
+        put(&mut cluster, &key(n), "v");
+    }
+    for n in 1..8 {
+        split(&mut cluster, &key(n));
+    }
+    // Idle: every replica of every range falls asleep and the network goes quiet.
+    let asleep = |c: &mut Cluster| {
+        c.nodes.iter().all(|n| n.store.as_ref().unwrap().peers().all(|p| p.is_quiesced()))
+    };
+    assert!(cluster.run_until(2_000, asleep), "ranges never quiesced");
+    // (Responses to the last quiescing heartbeats may still be on their way.)
+    cluster.run_until(20, |_| false);
+    let before = messages_sent(&cluster);
+    cluster.run_until(300, |_| false);
+    assert_eq!(messages_sent(&cluster), before, "quiesced ranges still talk");
+
+    // Traffic wakes only the range it touches.
+    put(&mut cluster, &key(3), "w");
+    let awake: usize = cluster
+        .nodes
+        .iter()
+        .map(|n| n.store.as_ref().unwrap().peers().filter(|p| !p.is_quiesced()).count())
+        .sum();
+    assert!(awake <= 3, "{awake} replicas woke for one write");
+    assert_eq!(get(&mut cluster, &key(3)), Some(Bytes::from_static(b"w")));
+
+    // The store leading some ranges dies: node liveness wakes their followers, which elect
+    // new leaders, and those ranges serve again.
+    let (dead, _) = cluster.leader_of(&key(5)).unwrap();
+    let index = cluster.nodes.iter().position(|n| n.id == dead).unwrap();
+    cluster.crash(index);
+    put(&mut cluster, &key(5), "after");
+    assert_ne!(cluster.leader_of(&key(5)).unwrap().0, dead);
+    assert_eq!(get(&mut cluster, &key(5)), Some(Bytes::from_static(b"after")));
+    cluster.start(index);
+    assert!(cluster.run_until(2_000, |c| {
+        let store = c.nodes[index].store.as_ref().unwrap();
+        store.peers().count() == 8
+            && c.nodes[index]
+                .kv
+                .get(tessera_engine::Cf::Default, &tessera_engine::keys::data_key(&key(5)))
+                .unwrap()
+                .as_deref()
+                == Some(b"after".as_slice())
+    }));
 }
