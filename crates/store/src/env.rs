@@ -13,6 +13,9 @@ pub trait Network {
     /// batching network sends them now.
     fn flush(&mut self) {}
 
+    /// Called once per store tick: a network that coalesces heartbeats sends them now.
+    fn tick(&mut self) {}
+
     /// Node liveness: whether `store` is believed up. Quiescence relies on this instead of
     /// per-range heartbeats: a quiesced follower whose leader's store is down wakes and
     /// campaigns; a leader quiesces past followers whose stores are down.

@@ -22,6 +22,7 @@ pub mod fsm;
 mod operation;
 pub mod peer;
 pub mod state;
+pub mod transport_net;
 
 pub use config::StoreConfig;
 pub use env::Network;
@@ -31,3 +32,4 @@ pub use fsm::{Store, StoreStats};
 pub use operation::lifecycle::bootstrap;
 pub use operation::split::SplitWanted;
 pub use peer::{KvResponder, Peer, SplitResponder};
+pub use transport_net::{StoreRpcHandler, TransportNetwork};

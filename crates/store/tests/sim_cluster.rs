@@ -283,7 +283,7 @@ struct Pending {
 fn random_run(seed: u64, steps: u64) -> usize {
     let gc = seed.is_multiple_of(2) && std::env::var("STORE_SIM_NO_GC").is_err();
     let mut run_config = if gc { gc_config() } else { config() };
-    if seed % 3 == 0 {
+    if seed.is_multiple_of(3) {
         // A third of the runs let idle ranges sleep, so waking is exercised under faults.
         run_config.quiesce_after_ticks = 10;
     }
@@ -566,7 +566,7 @@ fn idle_ranges_quiesce_and_wake_on_traffic_or_a_dead_leader() {
     }
     // Idle: every replica of every range falls asleep and the network goes quiet.
     let asleep = |c: &mut Cluster| {
-        c.nodes.iter().all(|n| n.store.as_ref().unwrap().peers().all(|p| p.is_quiesced()))
+        c.nodes.iter().all(|n| n.store.as_ref().unwrap().peers().all(tessera_store::Peer::is_quiesced))
     };
     assert!(cluster.run_until(2_000, asleep), "ranges never quiesced");
     // (Responses to the last quiescing heartbeats may still be on their way.)
@@ -604,4 +604,29 @@ fn idle_ranges_quiesce_and_wake_on_traffic_or_a_dead_leader() {
                 .as_deref()
                 == Some(b"after".as_slice())
     }));
+}
+
+#[test]
+fn leadership_moves_on_request_and_writes_follow() {
+    let mut cluster = Cluster::new(3, 5, config());
+    put(&mut cluster, &key(1), "a");
+    let (leader, descriptor) = cluster.leader_of(&key(1)).unwrap();
+    let target = descriptor.replicas.iter().find(|r| r.store_id != leader).copied().unwrap();
+    // Only the leader takes the request; a follower names the leader.
+    let follower = descriptor
+        .replicas
+        .iter()
+        .find(|r| r.store_id != leader && r.store_id != target.store_id)
+        .unwrap()
+        .store_id;
+    assert!(matches!(
+        cluster.store(follower).unwrap().transfer_leader(descriptor.id, target.id),
+        Err(RpcError::NotLeader { .. })
+    ));
+    cluster.store(leader).unwrap().transfer_leader(descriptor.id, target.id).unwrap();
+    assert!(
+        cluster.run_until(500, |c| c.leader_of(&key(1)).map(|(s, _)| s) == Some(target.store_id))
+    );
+    put(&mut cluster, &key(1), "b");
+    assert_eq!(get(&mut cluster, &key(1)), Some(Bytes::from_static(b"b")));
 }

@@ -14,6 +14,7 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
     /// One tick for every awake range.
     pub fn tick(&mut self) {
         self.ticks += 1;
+        self.net.tick();
         let now = self.ticks;
         if now.is_multiple_of(u64::from(self.config.log_gc_ticks)) {
             self.gc_due = true;
