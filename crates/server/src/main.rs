@@ -2,10 +2,12 @@
 //!
 //! One binary for everything a user runs: `tessera store`, `tessera placement`,
 //! `tessera playground`, and the CLI (`tessera kv …`, `tessera cluster …`). Subcommands
-//! appear here as the parts behind them exist; today that is `version` and `simulate`.
+//! appear here as the parts behind them exist; today that is `version` and `store`.
 //!
 //! Belongs here: argument parsing, config files, process wiring, admin HTTP. Does not belong
 //! here: logic that a library crate could own and test on its own.
+
+mod store_cmd;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -25,6 +27,8 @@ struct Cli {
 enum Command {
     /// Print the version and build information.
     Version,
+    /// Run a store: RocksDB engines, the QUIC transport and the multi-raft store.
+    Store(store_cmd::StoreArgs),
 }
 
 fn main() -> Result<()> {
@@ -34,6 +38,7 @@ fn main() -> Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.command {
+        Command::Store(args) => store_cmd::run(&args)?,
         Command::Version => {
             println!(
                 "tessera {} ({} {})",
