@@ -566,7 +566,9 @@ fn idle_ranges_quiesce_and_wake_on_traffic_or_a_dead_leader() {
     }
     // Idle: every replica of every range falls asleep and the network goes quiet.
     let asleep = |c: &mut Cluster| {
-        c.nodes.iter().all(|n| n.store.as_ref().unwrap().peers().all(tessera_store::Peer::is_quiesced))
+        c.nodes
+            .iter()
+            .all(|n| n.store.as_ref().unwrap().peers().all(tessera_store::Peer::is_quiesced))
     };
     assert!(cluster.run_until(2_000, asleep), "ranges never quiesced");
     // (Responses to the last quiescing heartbeats may still be on their way.)
