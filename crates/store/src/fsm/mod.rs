@@ -209,7 +209,10 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
                 applied_ranges.push(done.range);
             }
         }
+        let apply_started = std::time::Instant::now();
         apply.finish(&self.kv)?;
+        metrics::histogram!("tessera_store_apply_write_seconds")
+            .record(apply_started.elapsed().as_secs_f64());
         self.after_apply(apply)?;
         for done in persisted {
             self.on_read_states(done.range, done.reads);

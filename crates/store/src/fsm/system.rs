@@ -6,6 +6,7 @@
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounded};
 use tessera_engine::{KvEngine, RaftLogEngine};
 use tessera_wire::errors::RpcError;
@@ -14,7 +15,10 @@ use tessera_wire::transport::RaftEnvelope;
 
 use crate::env::Network;
 use crate::fsm::Store;
-use crate::peer::KvResponder;
+use crate::peer::{KvResponder, SplitResponder};
+use tessera_raft::ReplicaId;
+use tessera_wire::ids::RangeId;
+use tessera_wire::range::RangeEpoch;
 
 /// What reaches a running store.
 pub enum StoreMsg {
@@ -22,6 +26,30 @@ pub enum StoreMsg {
     Raft(Vec<RaftEnvelope>),
     /// A data request.
     Kv(KvRequest, KvResponder),
+    /// Split a range (ids from the placement driver): see [`Store::split`].
+    Split {
+        /// The range.
+        range: RangeId,
+        /// Its epoch as the caller knows it.
+        epoch: RangeEpoch,
+        /// The first key of the right-hand range.
+        split_key: Bytes,
+        /// The right-hand range's id.
+        new_range: RangeId,
+        /// Its replica ids, one per current replica in descriptor order.
+        new_replicas: Vec<ReplicaId>,
+        /// Answered with both descriptors once applied.
+        respond: SplitResponder,
+    },
+    /// Hand leadership of a range to one of its voters: see [`Store::transfer_leader`].
+    TransferLeader {
+        /// The range.
+        range: RangeId,
+        /// The replica to lead.
+        to: ReplicaId,
+        /// Answered once the transfer has started (or was refused).
+        respond: Box<dyn FnOnce(Result<(), RpcError>) + Send>,
+    },
     /// Stop after this message.
     Stop,
 }
@@ -31,6 +59,8 @@ impl std::fmt::Debug for StoreMsg {
         match self {
             Self::Raft(envelopes) => write!(f, "Raft({} envelopes)", envelopes.len()),
             Self::Kv(request, _) => write!(f, "Kv({:?})", request.context.range),
+            Self::Split { range, .. } => write!(f, "Split({range})"),
+            Self::TransferLeader { range, to, .. } => write!(f, "TransferLeader({range} to {to})"),
             Self::Stop => f.write_str("Stop"),
         }
     }
@@ -50,6 +80,26 @@ impl StoreHandle {
     pub fn send_raft(&self, envelopes: Vec<RaftEnvelope>) {
         if let Err(TrySendError::Full(_)) = self.mailbox.try_send(StoreMsg::Raft(envelopes)) {
             metrics::counter!("tessera_store_mailbox_full_total").increment(1);
+        }
+    }
+
+    /// Submits an administrative request (split, leader transfer); refused with
+    /// `ServerBusy` when the mailbox is full.
+    pub fn admin(&self, message: StoreMsg) {
+        match self.mailbox.try_send(message) {
+            Ok(()) => {}
+            Err(TrySendError::Full(message) | TrySendError::Disconnected(message)) => {
+                let error = RpcError::ServerBusy {
+                    reason: "store mailbox full or store stopped".to_owned(),
+                    retry_after_ms: 10,
+                };
+                match message {
+                    StoreMsg::Split { respond, .. } => respond(Err(error)),
+                    StoreMsg::TransferLeader { respond, .. } => respond(Err(error)),
+                    StoreMsg::Kv(_, respond) => respond(Err(error)),
+                    StoreMsg::Raft(_) | StoreMsg::Stop => {}
+                }
+            }
         }
     }
 
@@ -144,6 +194,12 @@ fn run<R: RaftLogEngine, K: KvEngine, N: Network>(
                     }
                 }
                 StoreMsg::Kv(request, respond) => store.on_kv_request(request, respond),
+                StoreMsg::Split { range, epoch, split_key, new_range, new_replicas, respond } => {
+                    store.split(range, epoch, split_key, new_range, new_replicas, respond);
+                }
+                StoreMsg::TransferLeader { range, to, respond } => {
+                    respond(store.transfer_leader(range, to));
+                }
                 StoreMsg::Stop => stop = true,
             }
         }

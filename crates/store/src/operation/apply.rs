@@ -35,6 +35,7 @@ pub(crate) struct Answer {
     pub(crate) respond: Responder,
     pub(crate) ok: Option<KvResponse>,
     pub(crate) applied: Applied,
+    pub(crate) proposed_at: std::time::Instant,
 }
 
 /// A range created by a split applied this round, to start once the batch is written.
@@ -148,6 +149,7 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
                         respond: proposal.respond,
                         ok: proposal.ok,
                         applied: result.take().unwrap_or(Applied::Nothing),
+                        proposed_at: proposal.proposed_at,
                     });
                 } else {
                     // Another leader's entry took its index: it was never committed.
@@ -245,6 +247,8 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
     /// tells the Raft core how far each range applied.
     pub(crate) fn after_apply(&mut self, apply: ApplyContext<K::Batch>) -> Result<()> {
         for answer in apply.answers {
+            metrics::histogram!("tessera_store_propose_to_apply_seconds")
+                .record(answer.proposed_at.elapsed().as_secs_f64());
             match (answer.respond, answer.applied) {
                 (Responder::Kv(respond), Applied::Kv(result)) => {
                     respond(result.and_then(|response| {

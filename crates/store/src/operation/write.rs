@@ -182,7 +182,13 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
                     stale.respond.fail(RpcError::StaleCommand);
                 }
                 let term = peer.raw.raft().term();
-                peer.proposals.push_back(Proposal { index, term, ok, respond });
+                peer.proposals.push_back(Proposal {
+                    index,
+                    term,
+                    ok,
+                    respond,
+                    proposed_at: std::time::Instant::now(),
+                });
                 metrics::counter!("tessera_store_proposals_total").increment(1);
                 self.dirty.insert(range);
             }

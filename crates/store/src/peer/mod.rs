@@ -58,6 +58,8 @@ pub(crate) struct Proposal {
     /// The response variant a successful data write answers with.
     pub(crate) ok: Option<KvResponse>,
     pub(crate) respond: Responder,
+    /// When it was proposed, for the propose-to-apply latency metric.
+    pub(crate) proposed_at: std::time::Instant,
 }
 
 /// A read waiting for its read index, then for apply to reach it.

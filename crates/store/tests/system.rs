@@ -1,0 +1,124 @@
+//! The threaded runner: a store on its own thread, ticked by the wall clock, driven through
+//! its mailbox — data requests, a split and a leader transfer request.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tessera_engine::codec::StoreIdent;
+use tessera_engine::mem::{MemKvEngine, MemRaftLogEngine};
+use tessera_raft::ReplicaId;
+use tessera_store::{Network, Store, StoreConfig, StoreHandle, StoreMsg, StoreSystem, bootstrap};
+use tessera_wire::errors::RpcError;
+use tessera_wire::ids::{RangeId, StoreId};
+use tessera_wire::kv::{
+    KvCommand, KvRequest, KvResponse, RawGetRequest, RawPutRequest, RequestContext,
+};
+use tessera_wire::range::{RangeDescriptor, RangeEpoch, Replica, ReplicaRole};
+use tessera_wire::transport::RaftEnvelope;
+
+/// A one-store cluster sends nothing.
+#[derive(Debug)]
+struct Alone;
+
+impl Network for Alone {
+    fn send(&mut self, envelope: RaftEnvelope) {
+        panic!("a single-replica range sent {envelope:?}");
+    }
+}
+
+fn call(
+    handle: &StoreHandle,
+    descriptor: &RangeDescriptor,
+    command: KvCommand,
+) -> Result<KvResponse, RpcError> {
+    let (sender, receiver) = mpsc::channel();
+    let request = KvRequest {
+        context: RequestContext {
+            range: descriptor.id,
+            epoch: descriptor.epoch,
+            ..RequestContext::default()
+        },
+        command,
+    };
+    handle.kv(request, Box::new(move |result| sender.send(result).unwrap()));
+    receiver.recv_timeout(Duration::from_secs(10)).unwrap()
+}
+
+/// Retries while the range has no leader yet (the first election takes a few ticks).
+fn put(handle: &StoreHandle, descriptor: &RangeDescriptor, key: &'static [u8]) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let command = KvCommand::RawPut(RawPutRequest {
+            key: Bytes::from_static(key),
+            value: Bytes::from_static(b"v"),
+        });
+        match call(handle, descriptor, command) {
+            Ok(KvResponse::RawPut) => return,
+            Err(RpcError::NotLeader { .. }) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_store_on_its_thread_serves_splits_and_refuses_bad_transfers() {
+    let raft = MemRaftLogEngine::new();
+    let kv = MemKvEngine::new();
+    let ident = StoreIdent { cluster_id: 1, store_id: StoreId(1) };
+    let first = RangeDescriptor {
+        id: RangeId(1),
+        start_key: Bytes::new(),
+        end_key: Bytes::new(),
+        epoch: RangeEpoch { conf_ver: 1, version: 1 },
+        replicas: vec![Replica {
+            id: ReplicaId(1),
+            store_id: StoreId(1),
+            role: ReplicaRole::Voter,
+        }],
+    };
+    bootstrap(&raft, &kv, ident, &first).unwrap();
+    let config = StoreConfig { tick_interval_ms: 5, ..StoreConfig::default() };
+    let store = Store::open(config, raft, kv, Alone, ident).unwrap();
+    let system = StoreSystem::start(store, 1024).unwrap();
+    let handle = system.handle();
+    put(&handle, &first, b"a");
+    put(&handle, &first, b"x");
+
+    let (sender, receiver) = mpsc::channel();
+    handle.admin(StoreMsg::Split {
+        range: first.id,
+        epoch: first.epoch,
+        split_key: Bytes::from_static(b"m"),
+        new_range: RangeId(2),
+        new_replicas: vec![ReplicaId(2)],
+        respond: Box::new(move |result| sender.send(result).unwrap()),
+    });
+    let (left, right) = receiver.recv_timeout(Duration::from_secs(10)).unwrap().unwrap();
+    assert_eq!(right.start_key, Bytes::from_static(b"m"));
+    // The right half elects itself and serves its key; the left one refuses it.
+    put(&handle, &right, b"y");
+    let get =
+        |key: &'static [u8]| KvCommand::RawGet(RawGetRequest { key: Bytes::from_static(key) });
+    assert_eq!(
+        call(&handle, &right, get(b"x")).unwrap(),
+        KvResponse::RawGet { value: Some(Bytes::from_static(b"v")) }
+    );
+    assert!(matches!(call(&handle, &left, get(b"x")), Err(RpcError::KeyNotInRange { .. })));
+    assert!(matches!(call(&handle, &first, get(b"a")), Err(RpcError::EpochNotMatch { .. })));
+
+    let (sender, receiver) = mpsc::channel();
+    handle.admin(StoreMsg::TransferLeader {
+        range: RangeId(9),
+        to: ReplicaId(1),
+        respond: Box::new(move |result| sender.send(result).unwrap()),
+    });
+    assert_eq!(
+        receiver.recv_timeout(Duration::from_secs(10)).unwrap(),
+        Err(RpcError::RangeNotFound { range: RangeId(9) })
+    );
+    system.stop();
+}
