@@ -41,6 +41,11 @@ pub struct Config {
     pub applied: LogIndex,
     /// Seed of the election-timeout generator. Give every node its own.
     pub seed: u64,
+    /// The group was just created on this node with its initial state (for instance the
+    /// right half of a split): it has never voted nor answered a leader in this group, so it
+    /// need not refuse votes for an election timeout as a restarted node must (it cannot
+    /// have granted anyone a lease). Set only when that is certain.
+    pub new_group: bool,
 }
 
 impl Config {
@@ -63,6 +68,7 @@ impl Config {
             lease_ticks: 8,
             applied: LogIndex(0),
             seed: id.0,
+            new_group: false,
         }
     }
 

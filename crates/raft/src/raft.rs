@@ -136,7 +136,7 @@ impl<S: Storage> Raft<S> {
             heartbeat_elapsed: 0,
             randomized_election_timeout: config.election_ticks,
             ticks_since_start: 0,
-            restarted: hard_state.term > Term(0),
+            restarted: hard_state.term > Term(0) && !config.new_group,
             durable_term: hard_state.term,
             transfer_attempted: false,
             lead_transferee: ReplicaId::NONE,

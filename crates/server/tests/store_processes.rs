@@ -1,8 +1,10 @@
-//! Real `tessera store` processes on loopback with RocksDB and QUIC: the store leading the
-//! first range is killed with SIGKILL while clients write, writes continue on the others,
-//! the store restarts from its directory and catches up; no acknowledged write is lost.
+//! Real `tessera store` processes on loopback with RocksDB and QUIC: 121 ranges after
+//! splits; the store leading the most of them is killed with SIGKILL, writes to every range
+//! continue on the others, the store restarts from its directory and catches up; no
+//! acknowledged write is lost.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -12,6 +14,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use tessera_raft::ReplicaId;
 use tessera_transport::tls::{NodeTls, TlsSource};
 use tessera_transport::{Handler, Transport, TransportConfig};
 use tessera_wire::errors::RpcError;
@@ -19,13 +22,17 @@ use tessera_wire::ids::{NodeId, RangeId, StoreId};
 use tessera_wire::kv::{
     KvCommand, KvRequest, KvResponse, RawGetRequest, RawPutRequest, ReadMode, RequestContext,
 };
-use tessera_wire::range::RangeEpoch;
-use tessera_wire::rpc::{RpcRequestBody, RpcResponseBody, RpcResult};
+use tessera_wire::range::{RangeDescriptor, RangeEpoch};
+use tessera_wire::rpc::{
+    RpcRequestBody, RpcResponseBody, RpcResult, StoreAdminRequest, StoreAdminResponse,
+};
 use tessera_wire::transport::RaftEnvelope;
 
 const CLUSTER_ID: u64 = 7;
 const DEADLINE: Duration = Duration::from_secs(60);
 const POLL: Duration = Duration::from_millis(20);
+/// Splits made before the kill.
+const RANGES: usize = 120;
 
 /// The test's client node: sends RPCs, serves nothing.
 struct ClientNode;
@@ -84,11 +91,16 @@ fn spawn(id: u64, addrs: &[SocketAddr], data: &Path, certs: &Path) -> StoreProce
     process
 }
 
-fn request(store: u64, command: KvCommand, read_mode: ReadMode) -> KvRequest {
+fn request(
+    descriptor: &RangeDescriptor,
+    store: u64,
+    command: KvCommand,
+    read_mode: ReadMode,
+) -> KvRequest {
     KvRequest {
         context: RequestContext {
-            range: RangeId(1),
-            epoch: RangeEpoch { conf_ver: 1, version: 1 },
+            range: descriptor.id,
+            epoch: descriptor.epoch,
             store_id: StoreId(store),
             replica: None,
             read_mode,
@@ -97,11 +109,27 @@ fn request(store: u64, command: KvCommand, read_mode: ReadMode) -> KvRequest {
     }
 }
 
+/// What the client knows of the ranges: descriptors by start key, and who leads each.
+struct Routes {
+    ranges: BTreeMap<Bytes, RangeDescriptor>,
+    leaders: BTreeMap<RangeId, u64>,
+}
+
+impl Routes {
+    fn range_of(&self, key: &Bytes) -> RangeDescriptor {
+        self.ranges.range(..=key.clone()).next_back().expect("ranges tile the key space").1.clone()
+    }
+
+    fn learn(&mut self, descriptor: RangeDescriptor) {
+        self.ranges.retain(|_, known| known.id != descriptor.id);
+        self.ranges.insert(descriptor.start_key.clone(), descriptor);
+    }
+}
+
 struct Client {
     runtime: tokio::runtime::Runtime,
     transport: Transport,
-    /// The store believed to lead.
-    guess: u64,
+    routes: Routes,
 }
 
 impl Client {
@@ -127,52 +155,108 @@ impl Client {
         for (index, addr) in addrs.iter().enumerate() {
             transport.set_peer(NodeId(index as u64 + 1), *addr);
         }
-        Self { runtime, transport, guess: 1 }
+        let first = RangeDescriptor {
+            id: RangeId(1),
+            start_key: Bytes::new(),
+            end_key: Bytes::new(),
+            epoch: RangeEpoch { conf_ver: 1, version: 1 },
+            replicas: Vec::new(),
+        };
+        let mut routes = Routes { ranges: BTreeMap::new(), leaders: BTreeMap::new() };
+        routes.learn(first);
+        Self { runtime, transport, routes }
     }
 
-    fn call(&self, store: u64, command: KvCommand, mode: ReadMode) -> Result<KvResponse, String> {
-        let body = RpcRequestBody::Kv(request(store, command, mode));
+    fn rpc(&self, store: u64, body: RpcRequestBody) -> Result<RpcResponseBody, RpcError> {
         let answer =
             self.runtime.block_on(self.transport.rpc(NodeId(store), body, Duration::from_secs(2)));
         match answer.map(|response| response.result) {
-            Ok(RpcResult::Ok(RpcResponseBody::Kv(response))) => Ok(response),
-            Ok(RpcResult::Err(RpcError::NotLeader { leader: Some(leader), .. })) => {
-                Err(format!("leader:{}", leader.store_id))
-            }
-            Ok(other) => Err(format!("{other:?}")),
-            Err(error) => Err(error.to_string()),
+            Ok(RpcResult::Ok(body)) => Ok(body),
+            Ok(RpcResult::Err(error)) => Err(error),
+            Err(error) => Err(RpcError::Internal { message: error.to_string() }),
         }
     }
 
-    /// Puts at the leader, following `NotLeader`, until acknowledged.
-    fn put(&mut self, key: &Bytes, value: &Bytes) {
+    /// Sends what `body` builds for the range holding `key` to its leader, following
+    /// `NotLeader` and `EpochNotMatch`, until an answer that is not a routing error.
+    fn routed(
+        &mut self,
+        key: &Bytes,
+        body: impl Fn(&RangeDescriptor, u64) -> RpcRequestBody,
+    ) -> RpcResponseBody {
         let deadline = Instant::now() + DEADLINE;
-        let command = KvCommand::RawPut(RawPutRequest { key: key.clone(), value: value.clone() });
-        let mut last = String::new();
+        let mut last = None;
         while Instant::now() < deadline {
-            match self.call(self.guess, command.clone(), ReadMode::Leader) {
-                Ok(KvResponse::RawPut) => return,
-                Ok(other) => panic!("unexpected answer {other:?}"),
-                Err(error) => {
-                    if let Some(leader) = error.strip_prefix("leader:") {
-                        self.guess = leader.parse().unwrap();
-                    } else {
-                        self.guess = self.guess % 3 + 1;
-                        std::thread::sleep(POLL);
+            let descriptor = self.routes.range_of(key);
+            let store = *self.routes.leaders.get(&descriptor.id).unwrap_or(&1);
+            match self.rpc(store, body(&descriptor, store)) {
+                Ok(answer) => return answer,
+                Err(RpcError::NotLeader { leader: Some(leader), range }) => {
+                    self.routes.leaders.insert(range, leader.store_id.0);
+                }
+                Err(RpcError::EpochNotMatch { ranges }) => {
+                    for range in ranges {
+                        self.routes.learn(range);
                     }
-                    last = error;
+                }
+                Err(error) => {
+                    self.routes.leaders.insert(descriptor.id, store % 3 + 1);
+                    last = Some(error);
+                    std::thread::sleep(POLL);
                 }
             }
         }
-        panic!("put of {key:?} never acknowledged; last answer {last}");
+        panic!("request for {key:?} never answered; last error {last:?}");
     }
 
-    /// Reads `key` from `store` (a follower read by read index when `mode` says so).
-    fn get_from(&self, store: u64, key: &Bytes, mode: ReadMode) -> Result<Option<Bytes>, String> {
-        match self.call(store, KvCommand::RawGet(RawGetRequest { key: key.clone() }), mode)? {
-            KvResponse::RawGet { value } => Ok(value),
+    fn put(&mut self, key: &Bytes, value: &Bytes) {
+        let command = KvCommand::RawPut(RawPutRequest { key: key.clone(), value: value.clone() });
+        let answer = self.routed(key, |descriptor, store| {
+            RpcRequestBody::Kv(request(descriptor, store, command.clone(), ReadMode::Leader))
+        });
+        assert_eq!(answer, RpcResponseBody::Kv(KvResponse::RawPut));
+    }
+
+    /// Splits the range holding `at` there, with fresh ids `base..`.
+    fn split(&mut self, at: &Bytes, base: u64) {
+        let answer = self.routed(at, |descriptor, _| {
+            RpcRequestBody::StoreAdmin(StoreAdminRequest::Split {
+                range: descriptor.id,
+                epoch: descriptor.epoch,
+                split_key: at.clone(),
+                new_range: RangeId(base),
+                new_replicas: (1..=3).map(|n| ReplicaId(base * 10 + n)).collect(),
+            })
+        });
+        let RpcResponseBody::StoreAdmin(StoreAdminResponse::Split { left, right }) = answer else {
+            panic!("unexpected answer {answer:?}");
+        };
+        let leader = self.routes.leaders.get(&left.id).copied();
+        self.routes.learn(left);
+        if let Some(leader) = leader {
+            // The right half campaigns on the store that led the parent.
+            self.routes.leaders.insert(right.id, leader);
+        }
+        self.routes.learn(right);
+    }
+
+    /// Reads `key` from `store` (the leader, or any replica by a follower read).
+    fn get_from(&self, store: u64, key: &Bytes, mode: ReadMode) -> Result<Option<Bytes>, RpcError> {
+        let descriptor = self.routes.range_of(key);
+        let command = KvCommand::RawGet(RawGetRequest { key: key.clone() });
+        match self.rpc(store, RpcRequestBody::Kv(request(&descriptor, store, command, mode)))? {
+            RpcResponseBody::Kv(KvResponse::RawGet { value }) => Ok(value),
             other => panic!("unexpected answer {other:?}"),
         }
+    }
+
+    /// The store leading most ranges, as far as the client knows.
+    fn busiest_leader(&self) -> u64 {
+        let mut counts = BTreeMap::new();
+        for store in self.routes.leaders.values() {
+            *counts.entry(*store).or_insert(0) += 1;
+        }
+        counts.into_iter().max_by_key(|(_, count)| *count).map_or(1, |(store, _)| store)
     }
 }
 
@@ -185,7 +269,7 @@ fn value(n: usize) -> Bytes {
 }
 
 #[test]
-fn killed_leader_restarts_and_catches_up_without_losing_acknowledged_writes() {
+fn killed_store_restarts_and_catches_up_without_losing_acknowledged_writes() {
     let dir = tempfile::tempdir().unwrap();
     let certs: PathBuf = dir.path().join("certs");
     let addrs: Vec<SocketAddr> = (0..3).map(|_| free_port()).collect();
@@ -197,32 +281,44 @@ fn killed_leader_restarts_and_catches_up_without_losing_acknowledged_writes() {
     for n in 0..100 {
         client.put(&key(n), &value(n));
     }
-    let killed = client.guess;
-    stores[killed as usize - 1] = None; // SIGKILL
-    for n in 100..200 {
+    // 120 splits: 121 ranges, each holding some of the keys written so far.
+    for n in 1..=RANGES {
+        client.split(&key(n), 1_000 + n as u64);
+    }
+    assert_eq!(client.routes.ranges.len(), RANGES + 1);
+
+    // SIGKILL to the store leading the most ranges; writes to every range go on.
+    let killed = client.busiest_leader();
+    stores[killed as usize - 1] = None;
+    for n in 100..250 {
         client.put(&key(n), &value(n));
     }
-    assert_ne!(client.guess, killed, "a new leader took the writes");
     stores[killed as usize - 1] = Some(spawn(killed, &addrs, dir.path(), &certs));
 
-    // Every acknowledged write reads back from the leader, and from the restarted store by
+    // Every acknowledged write reads back from its leader, and from the restarted store by
     // a follower read (read index from the leader, then its own applied state).
-    for n in 0..200 {
+    for n in 0..250 {
         let deadline = Instant::now() + DEADLINE;
         loop {
-            let leader = client.get_from(client.guess, &key(n), ReadMode::Leader);
+            let range = client.routes.range_of(&key(n)).id;
+            let leader = *client.routes.leaders.get(&range).unwrap_or(&1);
+            let from_leader = client.get_from(leader, &key(n), ReadMode::Leader);
             let restarted = client.get_from(killed, &key(n), ReadMode::ReplicaRead);
-            if leader == Ok(Some(value(n))) && restarted == Ok(Some(value(n))) {
+            if from_leader == Ok(Some(value(n))) && restarted == Ok(Some(value(n))) {
                 break;
             }
-            if let Err(error) = &leader
-                && let Some(store) = error.strip_prefix("leader:")
-            {
-                client.guess = store.parse().unwrap();
+            match &from_leader {
+                Err(RpcError::NotLeader { leader: Some(replica), range }) => {
+                    client.routes.leaders.insert(*range, replica.store_id.0);
+                }
+                Err(_) => {
+                    client.routes.leaders.insert(range, leader % 3 + 1);
+                }
+                Ok(_) => {}
             }
             assert!(
                 Instant::now() < deadline,
-                "key {n}: leader answered {leader:?}, restarted store {restarted:?}"
+                "key {n}: leader answered {from_leader:?}, restarted store {restarted:?}"
             );
             std::thread::sleep(POLL);
         }

@@ -10,11 +10,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tessera_transport::{BoxFuture, Handler, Transport};
 use tessera_wire::errors::RpcError;
 use tessera_wire::ids::{NodeId, StoreId};
-use tessera_wire::rpc::{RpcRequest, RpcRequestBody, RpcResponseBody, RpcResult};
+use tessera_wire::rpc::{
+    RpcRequest, RpcRequestBody, RpcResponseBody, RpcResult, StoreAdminRequest, StoreAdminResponse,
+};
 use tessera_wire::transport::RaftEnvelope;
 
 use crate::env::Network;
-use crate::fsm::system::StoreHandle;
+use crate::fsm::system::{StoreHandle, StoreMsg};
 
 /// The node that hosts `store` (one store per node).
 #[must_use]
@@ -124,29 +126,79 @@ impl Handler for StoreRpcHandler {
     fn on_rpc(&self, from: NodeId, request: RpcRequest) -> BoxFuture<RpcResult> {
         let handle = self.handle();
         Box::pin(async move {
-            let RpcRequestBody::Kv(kv_request) = request.body else {
-                return RpcResult::Err(RpcError::InvalidRequest {
-                    message: format!("node {from}: a store serves only KV requests"),
-                });
-            };
             let Some(handle) = handle else {
                 return RpcResult::Err(RpcError::ServerBusy {
                     reason: "store not started".to_owned(),
                     retry_after_ms: 10,
                 });
             };
-            let (sender, receiver) = tokio::sync::oneshot::channel();
-            handle.kv(
-                kv_request,
-                Box::new(move |result| {
-                    // The caller may have given up (deadline): nothing to answer then.
-                    let _ = sender.send(result);
-                }),
-            );
-            match receiver.await {
-                Ok(result) => result.map(RpcResponseBody::Kv).into(),
-                Err(_) => RpcResult::Err(RpcError::Internal {
-                    message: "store dropped the request unanswered".to_owned(),
+            let unanswered = || RpcError::Internal {
+                message: "store dropped the request unanswered".to_owned(),
+            };
+            match request.body {
+                RpcRequestBody::Kv(kv_request) => {
+                    let (sender, receiver) = tokio::sync::oneshot::channel();
+                    handle.kv(
+                        kv_request,
+                        Box::new(move |result| {
+                            let _ = sender.send(result);
+                        }),
+                    );
+                    match receiver.await {
+                        Ok(result) => result.map(RpcResponseBody::Kv).into(),
+                        Err(_) => RpcResult::Err(unanswered()),
+                    }
+                }
+                RpcRequestBody::StoreAdmin(StoreAdminRequest::Split {
+                    range,
+                    epoch,
+                    split_key,
+                    new_range,
+                    new_replicas,
+                }) => {
+                    let (sender, receiver) = tokio::sync::oneshot::channel();
+                    handle.admin(StoreMsg::Split {
+                        range,
+                        epoch,
+                        split_key,
+                        new_range,
+                        new_replicas,
+                        respond: Box::new(move |result| {
+                            let _ = sender.send(result);
+                        }),
+                    });
+                    match receiver.await {
+                        Ok(result) => result
+                            .map(|(left, right)| {
+                                RpcResponseBody::StoreAdmin(StoreAdminResponse::Split {
+                                    left,
+                                    right,
+                                })
+                            })
+                            .into(),
+                        Err(_) => RpcResult::Err(unanswered()),
+                    }
+                }
+                RpcRequestBody::StoreAdmin(StoreAdminRequest::TransferLeader { range, to }) => {
+                    let (sender, receiver) = tokio::sync::oneshot::channel();
+                    handle.admin(StoreMsg::TransferLeader {
+                        range,
+                        to,
+                        respond: Box::new(move |result| {
+                            let _ = sender.send(result);
+                        }),
+                    });
+                    match receiver.await {
+                        Ok(result) => result
+                            .map(|()| {
+                                RpcResponseBody::StoreAdmin(StoreAdminResponse::TransferLeader)
+                            })
+                            .into(),
+                        Err(_) => RpcResult::Err(unanswered()),
+                    }
+                }
+                RpcRequestBody::Placement(_) => RpcResult::Err(RpcError::InvalidRequest {
+                    message: format!("node {from}: a store does not serve placement requests"),
                 }),
             }
         })

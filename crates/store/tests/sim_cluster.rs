@@ -632,3 +632,20 @@ fn leadership_moves_on_request_and_writes_follow() {
     put(&mut cluster, &key(1), "b");
     assert_eq!(get(&mut cluster, &key(1)), Some(Bytes::from_static(b"b")));
 }
+
+/// The right half of a split elects its first leader at once (its replicas are new and may
+/// vote at once), not after an election timeout (10 ticks, 20 steps here).
+#[test]
+fn split_off_ranges_elect_a_leader_without_waiting_an_election_timeout() {
+    let mut cluster = Cluster::new(3, 9, config());
+    put(&mut cluster, &key(1), "a");
+    for n in 2..8 {
+        split(&mut cluster, &key(n));
+        let start = cluster.now;
+        assert!(cluster.run_until(2_000, |c| {
+            c.leader_of(&key(n)).is_some_and(|(_, d)| d.start_key == key(n))
+        }));
+        let steps = cluster.now - start;
+        assert!(steps < 16, "split at {n}: the right half took {steps} steps to elect");
+    }
+}

@@ -6,9 +6,14 @@
 
 use rkyv::{Archive, Deserialize, Serialize};
 
+use bytes::Bytes;
+
 use crate::errors::RpcError;
+use crate::ids::RangeId;
 use crate::kv::{KvRequest, KvResponse};
 use crate::placement::{PlacementRequest, PlacementResponse};
+use crate::raft::ReplicaId;
+use crate::range::{RangeDescriptor, RangeEpoch};
 
 /// What a request asks.
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -18,6 +23,52 @@ pub enum RpcRequestBody {
     Kv(KvRequest),
     /// A request to the placement driver.
     Placement(PlacementRequest),
+    /// An administrative request to a store (from the placement driver or an operator).
+    StoreAdmin(StoreAdminRequest),
+}
+
+/// What the placement driver (or an operator) asks a store to do with its ranges.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub enum StoreAdminRequest {
+    /// Split `range` at `split_key`, with ids the placement driver allocated.
+    Split {
+        /// The range.
+        range: RangeId,
+        /// Its epoch as the caller knows it.
+        epoch: RangeEpoch,
+        /// The first key of the right-hand range.
+        split_key: Bytes,
+        /// The right-hand range's id.
+        new_range: RangeId,
+        /// Its replica ids, one per current replica in descriptor order.
+        new_replicas: Vec<ReplicaId>,
+    },
+    /// Hand leadership of `range` to its replica `to`.
+    TransferLeader {
+        /// The range.
+        range: RangeId,
+        /// The replica to lead.
+        to: ReplicaId,
+    },
+}
+
+/// A store's answer to a [`StoreAdminRequest`].
+// One answer per admin request, moved once and never stored in bulk: boxing the split's
+// descriptors would cost an allocation for nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub enum StoreAdminResponse {
+    /// The split is applied: both halves.
+    Split {
+        /// The left half (the old id, a new version).
+        left: RangeDescriptor,
+        /// The right half.
+        right: RangeDescriptor,
+    },
+    /// The transfer has started.
+    TransferLeader,
 }
 
 /// A request on an RPC stream.
@@ -43,6 +94,8 @@ pub enum RpcResponseBody {
     Kv(KvResponse),
     /// The placement driver's answer.
     Placement(PlacementResponse),
+    /// A store's answer to an administrative request.
+    StoreAdmin(StoreAdminResponse),
 }
 
 /// The outcome of a request.

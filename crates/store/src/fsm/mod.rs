@@ -41,6 +41,9 @@ pub struct StoreStats {
     pub splits: u64,
 }
 
+/// Messages for not-yet-created ranges held at most (see `Store::early`).
+const EARLY_MESSAGES_MAX: usize = 4096;
+
 /// One store: all its range replicas, its engines and its network.
 pub struct Store<R: RaftLogEngine, K: KvEngine, N: Network> {
     pub(crate) config: StoreConfig,
@@ -53,6 +56,10 @@ pub struct Store<R: RaftLogEngine, K: KvEngine, N: Network> {
     pub(crate) dirty: BTreeSet<RangeId>,
     pub(crate) ticks: u64,
     pub(crate) next_read_id: u64,
+    /// Messages for ranges not created here yet, held briefly: a split applies on the
+    /// leader's store first, and the new range's first vote requests would otherwise be
+    /// lost until the next election timeout. Bounded; cleared every election timeout.
+    pub(crate) early: Vec<RaftEnvelope>,
     /// A log-truncation check is due at the next poll.
     pub(crate) gc_due: bool,
     pub(crate) stats: StoreStats,
@@ -121,11 +128,14 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
         }
         let range = envelope.range;
         let Some(peer) = self.peers.get_mut(&range) else {
-            // A replica not created yet (its split is not applied here yet, or it awaits a
-            // snapshot) or already removed: the sender retries.
-            self.stats.messages_dropped += 1;
-            metrics::counter!("tessera_store_messages_dropped_total", "reason" => "unknown_range")
-                .increment(1);
+            // A replica not created yet (its split is not applied here yet) or already
+            // removed: held until the range starts here (or dropped later; Raft retries).
+            if self.early.len() >= EARLY_MESSAGES_MAX {
+                self.early.remove(0);
+                self.stats.messages_dropped += 1;
+            }
+            self.early.push(envelope);
+            metrics::counter!("tessera_store_messages_held_total").increment(1);
             return;
         };
         if envelope.message.to != peer.replica_id {

@@ -102,6 +102,7 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
             ticks: 0,
             next_read_id: 1,
             gc_due: false,
+            early: Vec::new(),
             stats: StoreStats::default(),
         };
         let mut ranges = Vec::new();
@@ -164,7 +165,11 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
             ));
         }
         let seed = self.ident.store_id.0.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ range.0;
-        let raft_config = self.config.raft_config(replica.id, applied.applied_index, seed);
+        let mut raft_config = self.config.raft_config(replica.id, applied.applied_index, seed);
+        // Still exactly as created (never voted, never answered a leader): it may grant votes
+        // at once, so the first leader of a split's right half is elected without waiting.
+        raft_config.new_group = storage.raft_state() == initial_raft_state()
+            && tessera_raft::Storage::last_index(&storage) == INITIAL_INDEX;
         let raw = RawNode::new(raft_config, storage)
             .map_err(|source| StoreError::Raft { range, source })?;
         let peer = Peer {
@@ -183,6 +188,15 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
         };
         self.peers.insert(range, peer);
         self.dirty.insert(range);
+        // Deliver what arrived before this replica existed.
+        if self.early.iter().any(|envelope| envelope.range == range) {
+            let (mine, others) =
+                std::mem::take(&mut self.early).into_iter().partition(|e| e.range == range);
+            self.early = others;
+            for envelope in mine {
+                self.on_raft_message(envelope);
+            }
+        }
         metrics::gauge!("tessera_store_ranges").set(self.peers.len() as f64);
         Ok(())
     }

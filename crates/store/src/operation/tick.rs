@@ -16,6 +16,11 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
         self.ticks += 1;
         self.net.tick();
         let now = self.ticks;
+        if now.is_multiple_of(u64::from(self.config.election_ticks)) && !self.early.is_empty() {
+            // Held past an election timeout: the senders have moved on.
+            self.stats.messages_dropped += self.early.len() as u64;
+            self.early.clear();
+        }
         if now.is_multiple_of(u64::from(self.config.log_gc_ticks)) {
             self.gc_due = true;
         }

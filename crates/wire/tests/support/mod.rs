@@ -25,7 +25,10 @@ use tessera_wire::raft::{
     SnapshotMetadata, Term,
 };
 use tessera_wire::range::{RangeDescriptor, RangeEpoch, Replica, ReplicaRole};
-use tessera_wire::rpc::{RpcRequest, RpcRequestBody, RpcResponse, RpcResponseBody, RpcResult};
+use tessera_wire::rpc::{
+    RpcRequest, RpcRequestBody, RpcResponse, RpcResponseBody, RpcResult, StoreAdminRequest,
+    StoreAdminResponse,
+};
 use tessera_wire::timestamp::Timestamp;
 use tessera_wire::transport::{
     Heartbeat, HeartbeatBatch, HeartbeatResponse, HeartbeatResponseBatch, Hello, RaftBatch,
@@ -760,6 +763,30 @@ pub fn rpc_error() -> BoxedStrategy<RpcError> {
     .boxed()
 }
 
+pub fn store_admin_request() -> impl Strategy<Value = StoreAdminRequest> + Clone {
+    prop_oneof![
+        (range_id(), epoch(), bytes(), range_id(), vec(replica_id(), 0..4)).prop_map(
+            |(range, epoch, split_key, new_range, new_replicas)| StoreAdminRequest::Split {
+                range,
+                epoch,
+                split_key,
+                new_range,
+                new_replicas,
+            }
+        ),
+        (range_id(), replica_id())
+            .prop_map(|(range, to)| StoreAdminRequest::TransferLeader { range, to }),
+    ]
+}
+
+pub fn store_admin_response() -> impl Strategy<Value = StoreAdminResponse> + Clone {
+    prop_oneof![
+        (descriptor(), descriptor())
+            .prop_map(|(left, right)| StoreAdminResponse::Split { left, right }),
+        Just(StoreAdminResponse::TransferLeader),
+    ]
+}
+
 pub fn rpc_request() -> BoxedStrategy<RpcRequest> {
     (
         any::<u64>(),
@@ -768,6 +795,7 @@ pub fn rpc_request() -> BoxedStrategy<RpcRequest> {
             (request_context(), kv_command())
                 .prop_map(|(context, command)| RpcRequestBody::Kv(KvRequest { context, command })),
             placement_request().prop_map(RpcRequestBody::Placement),
+            store_admin_request().prop_map(RpcRequestBody::StoreAdmin),
         ],
     )
         .prop_map(|(id, timeout_ms, body)| RpcRequest { id, timeout_ms, body })
@@ -780,6 +808,8 @@ pub fn rpc_response() -> BoxedStrategy<RpcResponse> {
         prop_oneof![
             kv_response().prop_map(|body| RpcResult::Ok(RpcResponseBody::Kv(body))),
             placement_response().prop_map(|body| RpcResult::Ok(RpcResponseBody::Placement(body))),
+            store_admin_response()
+                .prop_map(|body| RpcResult::Ok(RpcResponseBody::StoreAdmin(body))),
             rpc_error().prop_map(RpcResult::Err),
         ],
     )
