@@ -106,10 +106,6 @@ fn start(rt: &Runtime, certs: &Path, id: u64, dir: &Path, fresh: bool) -> Runnin
     );
     config.reconnect_backoff_min = Duration::from_millis(20);
     config.reconnect_backoff_max = Duration::from_millis(200);
-    // A dial in progress is not abandoned when `set_peer` changes the address or the peer
-    // dials in: a dial to a stopped store's old port holds that store's Raft traffic for
-    // up to `connect_timeout` after its restart. Loopback dials take milliseconds.
-    config.connect_timeout = Duration::from_secs(1);
     let handler = Arc::new(StoreRpcHandler::new());
     let transport = Arc::new(rt.block_on(Transport::start(config, handler.clone())).unwrap());
     let addr = transport.local_addr().unwrap();

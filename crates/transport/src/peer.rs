@@ -126,6 +126,15 @@ impl Peer {
     }
 }
 
+/// Resolves once the peer's slot holds an open connection (one the peer dialled to us).
+async fn inbound_link(slot: &mut watch::Receiver<Slot>) {
+    let up = slot.wait_for(|slot| matches!(slot, Slot::Up(link) if link.is_open())).await.is_ok();
+    if !up {
+        // The peer entry is gone; the task is being torn down.
+        std::future::pending::<()>().await;
+    }
+}
+
 /// Drops everything queued for the peer, counted under `reason`.
 fn drop_queued(inner: &Inner, peer: &Peer, reason: DropReason) {
     let dropped = inner.batcher.lock().on_disconnected(peer.node);
@@ -165,7 +174,17 @@ pub(crate) async fn run(inner: Arc<Inner>, peer: Arc<Peer>) {
                         continue;
                     }
                     peer.slot.send_replace(Slot::Dialing);
-                    match connection::dial(&inner, &peer, addr).await {
+                    let mut slot = peer.slot.subscribe();
+                    // A dial gives way when the address changes (the node restarted
+                    // elsewhere) or the node connects to us meanwhile: waiting out the
+                    // connect timeout on a dead address would hold its traffic that long.
+                    let dialed = tokio::select! {
+                        result = connection::dial(&inner, &peer, addr) => Some(result),
+                        () = peer.reset.notified() => None,
+                        () = inbound_link(&mut slot) => None,
+                    };
+                    let Some(dialed) = dialed else { continue };
+                    match dialed {
                         Ok(link) => {
                             failures = 0;
                             link
