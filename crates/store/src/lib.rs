@@ -27,7 +27,7 @@ pub mod transport_net;
 pub use config::StoreConfig;
 pub use env::Network;
 pub use error::{Result, StoreError};
-pub use fsm::system::{StoreHandle, StoreMsg, StoreSystem};
+pub use fsm::system::{AdminResponder, StoreHandle, StoreMsg, StoreSystem};
 pub use fsm::{Store, StoreStats};
 pub use operation::lifecycle::bootstrap;
 pub use operation::split::SplitWanted;

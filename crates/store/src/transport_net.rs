@@ -10,13 +10,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tessera_transport::{BoxFuture, Handler, Transport};
 use tessera_wire::errors::RpcError;
 use tessera_wire::ids::{NodeId, StoreId};
-use tessera_wire::rpc::{
-    RpcRequest, RpcRequestBody, RpcResponseBody, RpcResult, StoreAdminRequest, StoreAdminResponse,
-};
+use tessera_wire::rpc::{RpcRequest, RpcRequestBody, RpcResponseBody, RpcResult};
 use tessera_wire::transport::RaftEnvelope;
 
 use crate::env::Network;
-use crate::fsm::system::{StoreHandle, StoreMsg};
+use crate::fsm::system::StoreHandle;
 
 /// The node that hosts `store` (one store per node).
 #[must_use]
@@ -149,51 +147,16 @@ impl Handler for StoreRpcHandler {
                         Err(_) => RpcResult::Err(unanswered()),
                     }
                 }
-                RpcRequestBody::StoreAdmin(StoreAdminRequest::Split {
-                    range,
-                    epoch,
-                    split_key,
-                    new_range,
-                    new_replicas,
-                }) => {
+                RpcRequestBody::StoreAdmin(admin_request) => {
                     let (sender, receiver) = tokio::sync::oneshot::channel();
-                    handle.admin(StoreMsg::Split {
-                        range,
-                        epoch,
-                        split_key,
-                        new_range,
-                        new_replicas,
-                        respond: Box::new(move |result| {
+                    handle.admin(
+                        admin_request,
+                        Box::new(move |result| {
                             let _ = sender.send(result);
                         }),
-                    });
+                    );
                     match receiver.await {
-                        Ok(result) => result
-                            .map(|(left, right)| {
-                                RpcResponseBody::StoreAdmin(StoreAdminResponse::Split {
-                                    left,
-                                    right,
-                                })
-                            })
-                            .into(),
-                        Err(_) => RpcResult::Err(unanswered()),
-                    }
-                }
-                RpcRequestBody::StoreAdmin(StoreAdminRequest::TransferLeader { range, to }) => {
-                    let (sender, receiver) = tokio::sync::oneshot::channel();
-                    handle.admin(StoreMsg::TransferLeader {
-                        range,
-                        to,
-                        respond: Box::new(move |result| {
-                            let _ = sender.send(result);
-                        }),
-                    });
-                    match receiver.await {
-                        Ok(result) => result
-                            .map(|()| {
-                                RpcResponseBody::StoreAdmin(StoreAdminResponse::TransferLeader)
-                            })
-                            .into(),
+                        Ok(result) => result.map(RpcResponseBody::StoreAdmin).into(),
                         Err(_) => RpcResult::Err(unanswered()),
                     }
                 }

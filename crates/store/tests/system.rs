@@ -9,13 +9,14 @@ use bytes::Bytes;
 use tessera_engine::codec::StoreIdent;
 use tessera_engine::mem::{MemKvEngine, MemRaftLogEngine};
 use tessera_raft::ReplicaId;
-use tessera_store::{Network, Store, StoreConfig, StoreHandle, StoreMsg, StoreSystem, bootstrap};
+use tessera_store::{Network, Store, StoreConfig, StoreHandle, StoreSystem, bootstrap};
 use tessera_wire::errors::RpcError;
 use tessera_wire::ids::{RangeId, StoreId};
 use tessera_wire::kv::{
     KvCommand, KvRequest, KvResponse, RawGetRequest, RawPutRequest, RequestContext,
 };
 use tessera_wire::range::{RangeDescriptor, RangeEpoch, Replica, ReplicaRole};
+use tessera_wire::rpc::{StoreAdminRequest, StoreAdminResponse};
 use tessera_wire::transport::RaftEnvelope;
 
 /// A one-store cluster sends nothing.
@@ -89,15 +90,21 @@ fn a_store_on_its_thread_serves_splits_and_refuses_bad_transfers() {
     put(&handle, &first, b"x");
 
     let (sender, receiver) = mpsc::channel();
-    handle.admin(StoreMsg::Split {
-        range: first.id,
-        epoch: first.epoch,
-        split_key: Bytes::from_static(b"m"),
-        new_range: RangeId(2),
-        new_replicas: vec![ReplicaId(2)],
-        respond: Box::new(move |result| sender.send(result).unwrap()),
-    });
-    let (left, right) = receiver.recv_timeout(Duration::from_secs(10)).unwrap().unwrap();
+    handle.admin(
+        StoreAdminRequest::Split {
+            range: first.id,
+            epoch: first.epoch,
+            split_key: Bytes::from_static(b"m"),
+            new_range: RangeId(2),
+            new_replicas: vec![ReplicaId(2)],
+        },
+        Box::new(move |result| sender.send(result).unwrap()),
+    );
+    let StoreAdminResponse::Split { left, right } =
+        receiver.recv_timeout(Duration::from_secs(10)).unwrap().unwrap()
+    else {
+        panic!("a split answers with both halves")
+    };
     assert_eq!(right.start_key, Bytes::from_static(b"m"));
     // The right half elects itself and serves its key; the left one refuses it.
     put(&handle, &right, b"y");
@@ -111,11 +118,10 @@ fn a_store_on_its_thread_serves_splits_and_refuses_bad_transfers() {
     assert!(matches!(call(&handle, &first, get(b"a")), Err(RpcError::EpochNotMatch { .. })));
 
     let (sender, receiver) = mpsc::channel();
-    handle.admin(StoreMsg::TransferLeader {
-        range: RangeId(9),
-        to: ReplicaId(1),
-        respond: Box::new(move |result| sender.send(result).unwrap()),
-    });
+    handle.admin(
+        StoreAdminRequest::TransferLeader { range: RangeId(9), to: ReplicaId(1) },
+        Box::new(move |result| sender.send(result).unwrap()),
+    );
     assert_eq!(
         receiver.recv_timeout(Duration::from_secs(10)).unwrap(),
         Err(RpcError::RangeNotFound { range: RangeId(9) })

@@ -6,7 +6,6 @@
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounded};
 use tessera_engine::{KvEngine, RaftLogEngine};
 use tessera_wire::errors::RpcError;
@@ -15,10 +14,8 @@ use tessera_wire::transport::RaftEnvelope;
 
 use crate::env::Network;
 use crate::fsm::Store;
-use crate::peer::{KvResponder, SplitResponder};
-use tessera_raft::ReplicaId;
-use tessera_wire::ids::RangeId;
-use tessera_wire::range::RangeEpoch;
+use crate::peer::KvResponder;
+use tessera_wire::rpc::{StoreAdminRequest, StoreAdminResponse};
 
 /// What reaches a running store.
 pub enum StoreMsg {
@@ -26,30 +23,9 @@ pub enum StoreMsg {
     Raft(Vec<RaftEnvelope>),
     /// A data request.
     Kv(KvRequest, KvResponder),
-    /// Split a range (ids from the placement driver): see [`Store::split`].
-    Split {
-        /// The range.
-        range: RangeId,
-        /// Its epoch as the caller knows it.
-        epoch: RangeEpoch,
-        /// The first key of the right-hand range.
-        split_key: Bytes,
-        /// The right-hand range's id.
-        new_range: RangeId,
-        /// Its replica ids, one per current replica in descriptor order.
-        new_replicas: Vec<ReplicaId>,
-        /// Answered with both descriptors once applied.
-        respond: SplitResponder,
-    },
-    /// Hand leadership of a range to one of its voters: see [`Store::transfer_leader`].
-    TransferLeader {
-        /// The range.
-        range: RangeId,
-        /// The replica to lead.
-        to: ReplicaId,
-        /// Answered once the transfer has started (or was refused).
-        respond: Box<dyn FnOnce(Result<(), RpcError>) + Send>,
-    },
+    /// An administrative request (split, leader transfer), as the placement driver or an
+    /// operator sends it.
+    Admin(StoreAdminRequest, AdminResponder),
     /// Stop after this message.
     Stop,
 }
@@ -59,9 +35,34 @@ impl std::fmt::Debug for StoreMsg {
         match self {
             Self::Raft(envelopes) => write!(f, "Raft({} envelopes)", envelopes.len()),
             Self::Kv(request, _) => write!(f, "Kv({:?})", request.context.range),
-            Self::Split { range, .. } => write!(f, "Split({range})"),
-            Self::TransferLeader { range, to, .. } => write!(f, "TransferLeader({range} to {to})"),
+            Self::Admin(request, _) => write!(f, "Admin({request:?})"),
             Self::Stop => f.write_str("Stop"),
+        }
+    }
+}
+
+/// Answers an administrative request.
+pub type AdminResponder = Box<dyn FnOnce(Result<StoreAdminResponse, RpcError>) + Send>;
+
+fn busy() -> RpcError {
+    RpcError::ServerBusy { reason: "store mailbox full".to_owned(), retry_after_ms: 10 }
+}
+
+/// Runs an administrative request on the store.
+fn admin<R: RaftLogEngine, K: KvEngine, N: Network>(
+    store: &mut Store<R, K, N>,
+    request: StoreAdminRequest,
+    respond: AdminResponder,
+) {
+    match request {
+        StoreAdminRequest::Split { range, epoch, split_key, new_range, new_replicas } => {
+            let respond = Box::new(move |result: Result<_, RpcError>| {
+                respond(result.map(|(left, right)| StoreAdminResponse::Split { left, right }));
+            });
+            store.split(range, epoch, split_key, new_range, new_replicas, respond);
+        }
+        StoreAdminRequest::TransferLeader { range, to } => {
+            respond(store.transfer_leader(range, to).map(|()| StoreAdminResponse::TransferLeader));
         }
     }
 }
@@ -83,23 +84,16 @@ impl StoreHandle {
         }
     }
 
-    /// Submits an administrative request (split, leader transfer); refused with
-    /// `ServerBusy` when the mailbox is full.
-    pub fn admin(&self, message: StoreMsg) {
-        match self.mailbox.try_send(message) {
+    /// Submits an administrative request; answered `ServerBusy` at once when the mailbox is
+    /// full.
+    pub fn admin(&self, request: StoreAdminRequest, respond: AdminResponder) {
+        match self.mailbox.try_send(StoreMsg::Admin(request, respond)) {
             Ok(()) => {}
-            Err(TrySendError::Full(message) | TrySendError::Disconnected(message)) => {
-                let error = RpcError::ServerBusy {
-                    reason: "store mailbox full or store stopped".to_owned(),
-                    retry_after_ms: 10,
-                };
-                match message {
-                    StoreMsg::Split { respond, .. } => respond(Err(error)),
-                    StoreMsg::TransferLeader { respond, .. } => respond(Err(error)),
-                    StoreMsg::Kv(_, respond) => respond(Err(error)),
-                    StoreMsg::Raft(_) | StoreMsg::Stop => {}
-                }
+            Err(TrySendError::Full(StoreMsg::Admin(_, respond))) => respond(Err(busy())),
+            Err(TrySendError::Disconnected(StoreMsg::Admin(_, respond))) => {
+                respond(Err(RpcError::Internal { message: "store stopped".to_owned() }));
             }
+            Err(_) => {}
         }
     }
 
@@ -107,12 +101,7 @@ impl StoreHandle {
     pub fn kv(&self, request: KvRequest, respond: KvResponder) {
         match self.mailbox.try_send(StoreMsg::Kv(request, respond)) {
             Ok(()) => {}
-            Err(TrySendError::Full(StoreMsg::Kv(_, respond))) => {
-                respond(Err(RpcError::ServerBusy {
-                    reason: "store mailbox full".to_owned(),
-                    retry_after_ms: 10,
-                }));
-            }
+            Err(TrySendError::Full(StoreMsg::Kv(_, respond))) => respond(Err(busy())),
             Err(TrySendError::Disconnected(StoreMsg::Kv(_, respond))) => {
                 respond(Err(RpcError::Internal { message: "store stopped".to_owned() }));
             }
@@ -194,12 +183,7 @@ fn run<R: RaftLogEngine, K: KvEngine, N: Network>(
                     }
                 }
                 StoreMsg::Kv(request, respond) => store.on_kv_request(request, respond),
-                StoreMsg::Split { range, epoch, split_key, new_range, new_replicas, respond } => {
-                    store.split(range, epoch, split_key, new_range, new_replicas, respond);
-                }
-                StoreMsg::TransferLeader { range, to, respond } => {
-                    respond(store.transfer_leader(range, to));
-                }
+                StoreMsg::Admin(request, respond) => admin(&mut store, request, respond),
                 StoreMsg::Stop => stop = true,
             }
         }
