@@ -35,8 +35,6 @@ pub struct StoreConfig {
     /// Ticks between log-truncation checks (each also syncs the KV engine's WAL, which is
     /// what lets the durable apply index, and so truncation, advance).
     pub log_gc_ticks: u32,
-    /// Ticks between split checks of a range that took writes.
-    pub split_check_ticks: u32,
 }
 
 impl Default for StoreConfig {
@@ -53,7 +51,6 @@ impl Default for StoreConfig {
             scan_bytes_max: 4 << 20,
             split_size_bytes: 96 << 20,
             split_keys: 960_000,
-            split_check_ticks: 100,
             log_gc_count_limit: 10_000,
             log_gc_ticks: 100,
         }

@@ -205,7 +205,6 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
         metrics::histogram!("tessera_store_ready_batch_ranges").record(persisted.len() as f64);
 
         let mut apply = ApplyContext::new(self.kv.batch());
-        let mut applied_ranges = Vec::new();
         for done in &mut persisted {
             let Some(peer) = self.peers.get_mut(&done.range) else { continue };
             peer.raw.on_persist_ready(done.number);
@@ -216,7 +215,6 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
                 let committed = std::mem::take(&mut done.committed);
                 self.stats.entries_applied += committed.len() as u64;
                 self.apply_entries(done.range, &committed, &mut apply)?;
-                applied_ranges.push(done.range);
             }
         }
         let apply_started = std::time::Instant::now();

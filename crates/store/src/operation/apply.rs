@@ -17,7 +17,7 @@ use crate::env::Network;
 use crate::error::Result;
 use crate::fsm::Store;
 use crate::operation::write::check_command_keys;
-use crate::peer::Responder;
+use crate::peer::{Proposal, Responder};
 
 /// The result of applying one entry, for its proposer.
 #[derive(Debug)]
@@ -32,10 +32,8 @@ pub(crate) enum Applied {
 
 /// An answer waiting until the round's KV batch is written.
 pub(crate) struct Answer {
-    pub(crate) respond: Responder,
-    pub(crate) ok: Option<KvResponse>,
+    pub(crate) proposal: Proposal,
     pub(crate) applied: Applied,
-    pub(crate) proposed_at: std::time::Instant,
 }
 
 /// A range created by a split applied this round, to start once the batch is written.
@@ -50,7 +48,7 @@ pub(crate) struct ApplyContext<B: KvBatch> {
     batch: B,
     // Values written by this batch so far (`None`: deleted), so that a compare-and-swap
     // sees the effects of earlier entries of the same round.
-    overlay: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    overlay: HashMap<Vec<u8>, Option<Bytes>>,
     deleted_spans: Vec<KeySpan>,
     pub(crate) answers: Vec<Answer>,
     pub(crate) new_ranges: Vec<NewRange>,
@@ -69,19 +67,20 @@ impl<B: KvBatch> ApplyContext<B> {
         }
     }
 
-    fn get<K: KvRead>(&self, kv: &K, data_key: &[u8]) -> Result<Option<Vec<u8>>> {
+    fn get<K: KvRead>(&self, kv: &K, data_key: &[u8]) -> Result<Option<Bytes>> {
         if let Some(value) = self.overlay.get(data_key) {
             return Ok(value.clone());
         }
         if self.deleted_spans.iter().any(|span| span.contains(data_key)) {
             return Ok(None);
         }
-        Ok(kv.get(Cf::Default, data_key)?)
+        Ok(kv.get(Cf::Default, data_key)?.map(Bytes::from))
     }
 
-    fn put(&mut self, data_key: Vec<u8>, value: &[u8]) {
-        self.batch.put(Cf::Default, &data_key, value);
-        self.overlay.insert(data_key, Some(value.to_vec()));
+    fn put(&mut self, data_key: Vec<u8>, value: Bytes) {
+        self.batch.put(Cf::Default, &data_key, &value);
+        // `Bytes` shares the command's buffer: no copy of the value.
+        self.overlay.insert(data_key, Some(value));
     }
 
     fn delete(&mut self, data_key: Vec<u8>) {
@@ -145,12 +144,8 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
                 }
                 let proposal = peer.proposals.pop_front().expect("front exists");
                 if proposal.index == entry.index && proposal.term == entry.term {
-                    apply.answers.push(Answer {
-                        respond: proposal.respond,
-                        ok: proposal.ok,
-                        applied: result.take().unwrap_or(Applied::Nothing),
-                        proposed_at: proposal.proposed_at,
-                    });
+                    let applied = result.take().unwrap_or(Applied::Nothing);
+                    apply.answers.push(Answer { proposal, applied });
                 } else {
                     // Another leader's entry took its index: it was never committed.
                     proposal.respond.fail(RpcError::StaleCommand);
@@ -199,7 +194,7 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
                         WriteOp::Put { key, value } => {
                             peer.write_load.bytes += (key.len() + value.len()) as u64;
                             peer.write_load.keys += 1;
-                            apply.put(keys::data_key(&key), &value);
+                            apply.put(keys::data_key(&key), value);
                         }
                         WriteOp::Delete { key } => apply.delete(keys::data_key(&key)),
                         WriteOp::DeleteRange { start, end } => {
@@ -217,12 +212,9 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
                 if succeeded {
                     peer.write_load.bytes += (key.len() + value.len()) as u64;
                     peer.write_load.keys += 1;
-                    apply.put(data_key, &value);
+                    apply.put(data_key, value);
                 }
-                Ok(Applied::Kv(Ok(Some(KvResponse::RawCompareAndSwap {
-                    succeeded,
-                    previous: previous.map(Bytes::from),
-                }))))
+                Ok(Applied::Kv(Ok(Some(KvResponse::RawCompareAndSwap { succeeded, previous }))))
             }
             Command::CompactLog { .. } => Ok(Applied::Nothing),
             Command::Split { split_key, new_range, new_replicas, .. } => Ok(Applied::Split(
@@ -246,13 +238,13 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
     /// After the round's KV batch is written: answers proposers, starts split-off ranges and
     /// tells the Raft core how far each range applied.
     pub(crate) fn after_apply(&mut self, apply: ApplyContext<K::Batch>) -> Result<()> {
-        for answer in apply.answers {
+        for Answer { proposal, applied } in apply.answers {
             metrics::histogram!("tessera_store_propose_to_apply_seconds")
-                .record(answer.proposed_at.elapsed().as_secs_f64());
-            match (answer.respond, answer.applied) {
+                .record(proposal.proposed_at.elapsed().as_secs_f64());
+            match (proposal.respond, applied) {
                 (Responder::Kv(respond), Applied::Kv(result)) => {
                     respond(result.and_then(|response| {
-                        response.or(answer.ok).ok_or_else(|| RpcError::Internal {
+                        response.or(proposal.ok).ok_or_else(|| RpcError::Internal {
                             message: "write applied without a response".to_owned(),
                         })
                     }));

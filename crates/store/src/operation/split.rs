@@ -67,11 +67,6 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
             new_range,
             new_replicas,
         };
-        if let Err(error) = crate::operation::write::check_command_keys(&peer.descriptor, &command)
-        {
-            respond(Err(error));
-            return;
-        }
         self.propose(range, &command, None, Responder::Split(respond));
     }
 

@@ -2,6 +2,8 @@
 //! stay asleep until traffic or node liveness wakes them. Reads past their deadline are
 //! answered `Timeout`, and leadership lost fails reads still waiting for a read index.
 
+use std::collections::VecDeque;
+
 use tessera_engine::{KvEngine, RaftLogEngine};
 use tessera_raft::ReplicaId;
 use tessera_wire::errors::RpcError;
@@ -29,11 +31,11 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
         for (range, peer) in &mut self.peers {
             // Expire reads whatever the range's state.
             if peer.reads.iter().any(|read| read.deadline_tick <= now) {
-                let (expired, kept) = std::mem::take(&mut peer.reads)
+                let (expired, kept): (VecDeque<_>, _) = std::mem::take(&mut peer.reads)
                     .into_iter()
                     .partition(|r| r.deadline_tick <= now);
                 peer.reads = kept;
-                for read in Vec::from_iter::<std::collections::VecDeque<_>>(expired) {
+                for read in expired {
                     (read.respond)(Err(RpcError::Timeout));
                 }
             }

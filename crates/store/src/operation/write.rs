@@ -138,15 +138,11 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
                 return;
             }
         };
-        if let Err(error) = check_command_keys(&peer.descriptor, &command) {
-            respond(Err(error));
-            return;
-        }
         self.propose(range, &command, ok, Responder::Kv(respond));
     }
 
-    /// Proposes `command` on `range`'s leader; `respond` is answered at apply (or now, if
-    /// the proposal is refused).
+    /// Proposes `command` on `range`'s leader after checking the keys it touches; `respond`
+    /// is answered at apply (or now, if the proposal is refused).
     pub(crate) fn propose(
         &mut self,
         range: RangeId,
@@ -158,6 +154,10 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
             respond.fail(RpcError::RangeNotFound { range });
             return;
         };
+        if let Err(error) = check_command_keys(&peer.descriptor, command) {
+            respond.fail(error);
+            return;
+        }
         let data = command.encode();
         if data.len() as u64 > self.config.raft_entry_bytes_max {
             respond.fail(RpcError::RaftEntryTooLarge {
