@@ -220,6 +220,12 @@ impl<E: RaftLogEngine> RangeLogStorage<E> {
         self.snapshot = Some(snapshot);
     }
 
+    /// Forgets the offered snapshot (the membership changed since it was built: a replica
+    /// added since would be refused by it).
+    pub fn clear_snapshot(&mut self) {
+        self.snapshot = None;
+    }
+
     /// Whether the core asked for a snapshot that is not ready: the index it must cover at
     /// least. The store builds one and hands it over with [`set_snapshot`](Self::set_snapshot).
     #[must_use]

@@ -440,6 +440,10 @@ impl<S: Storage> Raft<S> {
 
     /// Processes a message from another node.
     pub fn step(&mut self, message: Message) -> Result<(), RaftError> {
+        if message.kind == MessageKind::Tombstone {
+            // The application's message (replica GC), never Raft's.
+            return Ok(());
+        }
         if !(message.kind == MessageKind::Heartbeat && message.quiesce) {
             self.quiesced = false;
         }

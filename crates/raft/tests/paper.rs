@@ -716,7 +716,7 @@ fn s7_follower_ignores_an_older_snapshot() {
 // ---------------------------------------------------------------------- thesis §4.3 joint consensus
 
 fn steps(steps: &[ConfChangeStep], explicit_leave: bool) -> ConfChange {
-    ConfChange { steps: steps.to_vec(), explicit_leave }
+    ConfChange { steps: steps.to_vec(), explicit_leave, context: bytes::Bytes::new() }
 }
 
 /// Adds node `id`, with the group's initial membership and an empty log.

@@ -193,7 +193,7 @@ impl World {
                 }
                 _ => return,
             }
-            ConfChange { steps, explicit_leave: self.rng.chance(300) }
+            ConfChange { steps, explicit_leave: self.rng.chance(300), context: Bytes::new() }
         };
         let raw = self.nodes.get_mut(&leader).expect("running").raw_mut();
         let result = raw.propose_conf_change(&change);

@@ -35,6 +35,12 @@ pub struct StoreConfig {
     /// Ticks between log-truncation checks (each also syncs the KV engine's WAL, which is
     /// what lets the durable apply index, and so truncation, advance).
     pub log_gc_ticks: u32,
+    /// Where range snapshots are built and received (the store's data directory holds it
+    /// in the product: `<data-dir>/snapshots`).
+    pub snapshot_dir: std::path::PathBuf,
+    /// Tombstone messages a leader sends to a replica it removed (every heartbeat, counted
+    /// only while the replica's store is believed up).
+    pub tombstone_sends: u32,
 }
 
 impl Default for StoreConfig {
@@ -53,6 +59,8 @@ impl Default for StoreConfig {
             split_keys: 960_000,
             log_gc_count_limit: 10_000,
             log_gc_ticks: 100,
+            snapshot_dir: std::env::temp_dir().join("tessera-snapshots"),
+            tombstone_sends: 10,
         }
     }
 }
@@ -84,6 +92,9 @@ impl StoreConfig {
         }
         if self.log_gc_count_limit == 0 || self.log_gc_ticks == 0 {
             return invalid("log_gc_count_limit and log_gc_ticks must be at least 1");
+        }
+        if self.snapshot_dir.as_os_str().is_empty() {
+            return invalid("snapshot_dir must be set");
         }
         Ok(())
     }

@@ -7,7 +7,7 @@
 //! range's Ready with one sync, batched sends, one apply batch; the threaded runner behind a
 //! bounded mailbox), [`peer`] holds state (the Raft group and range metadata, proposals and
 //! reads waiting), `operation/` holds behaviour (write, read, apply, split, ticks and
-//! quiescence, replica lifecycle). Storage reaches the store through the engine traits and
+//! quiescence, replica lifecycle, membership changes, snapshots). Storage reaches the store through the engine traits and
 //! the network through [`Network`], so the simulator drives whole stores on one thread.
 //!
 //! Does not belong here: consensus rules (`tessera-raft`), engine internals
@@ -21,15 +21,16 @@ pub mod error;
 pub mod fsm;
 mod operation;
 pub mod peer;
+pub mod snapshot;
 pub mod state;
 pub mod transport_net;
 
 pub use config::StoreConfig;
-pub use env::Network;
+pub use env::{Network, SnapshotReport};
 pub use error::{Result, StoreError};
 pub use fsm::system::{AdminResponder, StoreHandle, StoreMsg, StoreSystem};
 pub use fsm::{Store, StoreStats};
-pub use operation::lifecycle::bootstrap;
+pub use operation::lifecycle::{bootstrap, bootstrap_store};
 pub use operation::split::SplitWanted;
-pub use peer::{KvResponder, Peer, SplitResponder};
+pub use peer::{ChangeResponder, KvResponder, Peer, SplitResponder};
 pub use transport_net::{StoreRpcHandler, TransportNetwork};

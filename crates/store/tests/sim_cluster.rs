@@ -1,5 +1,6 @@
 //! Whole stores in the deterministic simulator: raw KV through Raft, splits, restarts, and
-//! seeded random runs with crashes, partitions, loss and splits whose client histories are
+//! seeded random runs with crashes, partitions, loss, splits and membership changes (replicas
+//! added by snapshot, promoted, demoted, removed) whose client histories are
 //! checked for linearizability (todc-utils, Wing–Gong–Lowe) and whose replicas must
 //! converge.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -22,7 +23,8 @@ use tessera_wire::kv::{
     RawDeleteRangeRequest, RawDeleteRequest, RawGetRequest, RawPutRequest, RawScanRequest,
     ReadMode, RequestContext,
 };
-use tessera_wire::range::RangeDescriptor;
+use tessera_wire::range::{RangeDescriptor, ReplicaRole};
+use tessera_wire::rpc::ReplicaChange;
 
 type Slot<T> = Arc<Mutex<Option<T>>>;
 
@@ -287,7 +289,9 @@ fn random_run(seed: u64, steps: u64) -> usize {
         // A third of the runs let idle ranges sleep, so waking is exercised under faults.
         run_config.quiesce_after_ticks = 10;
     }
-    let mut cluster = Cluster::new(3, seed, run_config);
+    // A fourth store holds nothing at first; membership changes move replicas onto it and
+    // off the others.
+    let mut cluster = Cluster::with_spares(3, 1, seed, run_config);
     let mut history = History::new();
     let clients = 5u64;
     let mut pending: BTreeMap<u64, Pending> = BTreeMap::new();
@@ -300,11 +304,11 @@ fn random_run(seed: u64, steps: u64) -> usize {
         // Faults.
         let roll = cluster.rng.range(0, 1000);
         if roll < 3 && down_until.is_empty() {
-            let index = cluster.rng.range(0, 3) as usize;
+            let index = cluster.rng.range(0, 4) as usize;
             cluster.crash(index);
             down_until.insert(index, now + cluster.rng.range(20, 200));
         } else if roll < 6 && cluster.isolated.is_empty() {
-            let id = StoreId(cluster.rng.range(1, 4));
+            let id = StoreId(cluster.rng.range(1, 5));
             cluster.isolated.insert(id);
             cluster.down.lock().unwrap().insert(id);
         } else if roll < 15 {
@@ -331,6 +335,9 @@ fn random_run(seed: u64, steps: u64) -> usize {
                     Box::new(|_| {}),
                 );
             }
+        }
+        if (20..28).contains(&roll) {
+            membership_step(&mut cluster);
         }
         for (index, until) in down_until.clone() {
             if until <= now {
@@ -454,18 +461,132 @@ fn random_run(seed: u64, steps: u64) -> usize {
     if let Err(violation) = history.check() {
         panic!("seed {seed}: {violation}");
     }
-    // Convergence: every replica of a range holds the same data.
+    // Convergence: every replica of a range the newest descriptor lists holds the same data,
+    // and every replica it lists exists.
     let mut by_range: BTreeMap<RangeId, Vec<(StoreId, common::cluster::Pairs)>> = BTreeMap::new();
     for (range, store, data) in cluster.replica_data() {
         by_range.entry(range).or_default().push((store, data));
     }
     for (range, replicas) in &by_range {
-        assert_eq!(replicas.len(), 3, "seed {seed}: range {range} has {} replicas", replicas.len());
-        for (store, data) in replicas {
-            assert_eq!(data, &replicas[0].1, "seed {seed}: range {range} differs on store {store}");
+        let newest = newest_descriptor(&cluster, *range);
+        let members: Vec<_> = replicas
+            .iter()
+            .filter(|(store, _)| newest.replica_on_store(*store).is_some())
+            .collect();
+        if members.len() != newest.replicas.len() {
+            for node in &cluster.nodes {
+                let peer = node.store.as_ref().unwrap().peer(*range);
+                println!(
+                    "store {}: {:?}",
+                    node.id,
+                    peer.map(|p| (
+                        p.replica_id(),
+                        p.is_initialized(),
+                        p.applied_index(),
+                        p.descriptor().clone(),
+                        p.is_leader()
+                    ))
+                );
+            }
+        }
+        assert_eq!(
+            members.len(),
+            newest.replicas.len(),
+            "seed {seed}: range {range}: {} of {:?} hold data",
+            members.len(),
+            newest.replicas
+        );
+        let voters = newest.replicas.iter().filter(|r| r.role.is_voter()).count();
+        assert!(voters >= 3, "seed {seed}: range {range} has {voters} voters: {newest:?}");
+        for (store, data) in &members {
+            if data != &members[0].1 {
+                for node in &cluster.nodes {
+                    let peer = node.store.as_ref().unwrap().peer(*range);
+                    println!(
+                        "store {}: {:?}",
+                        node.id,
+                        peer.map(|p| (
+                            p.replica_id(),
+                            p.applied_index(),
+                            p.log_first_index(),
+                            p.descriptor().epoch,
+                            p.is_leader(),
+                            p.is_quiesced()
+                        ))
+                    );
+                }
+            }
+            assert_eq!(data, &members[0].1, "seed {seed}: range {range} differs on store {store}");
         }
     }
     history.len()
+}
+
+/// The descriptor of `range` with the highest epoch any live store holds.
+fn newest_descriptor(cluster: &Cluster, range: RangeId) -> RangeDescriptor {
+    cluster
+        .nodes
+        .iter()
+        .filter_map(|node| node.store.as_ref())
+        .filter_map(|store| store.peer(range))
+        .filter(|peer| peer.is_initialized())
+        .map(|peer| peer.descriptor().clone())
+        .max_by_key(|d| (d.epoch.conf_ver, d.epoch.version))
+        .unwrap()
+}
+
+/// One step of a membership rotation on a random range, through its leader: add a learner on
+/// a store without a replica, then promote it, demote a voter (possibly the leader), remove
+/// the demoted learner. Ranges in a joint configuration are left to leave it.
+fn membership_step(cluster: &mut Cluster) {
+    let leaders: Vec<(StoreId, RangeDescriptor)> = cluster
+        .nodes
+        .iter()
+        .filter_map(|node| node.store.as_ref().map(|store| (node.id, store)))
+        .flat_map(|(id, store)| {
+            store
+                .peers()
+                .filter(|peer| peer.is_leader() && peer.is_initialized())
+                .map(move |peer| (id, peer.descriptor().clone()))
+        })
+        .collect();
+    if leaders.is_empty() {
+        return;
+    }
+    let (store_id, descriptor) =
+        leaders[cluster.rng.range(0, leaders.len() as u64) as usize].clone();
+    if descriptor
+        .replicas
+        .iter()
+        .any(|r| matches!(r.role, ReplicaRole::IncomingVoter | ReplicaRole::DemotingVoter))
+    {
+        return;
+    }
+    let voters: Vec<_> =
+        descriptor.replicas.iter().filter(|r| r.role == ReplicaRole::Voter).collect();
+    let learner = descriptor.replicas.iter().find(|r| r.role == ReplicaRole::Learner);
+    let stores: Vec<StoreId> = cluster.nodes.iter().map(|node| node.id).collect();
+    let change = match learner {
+        Some(learner) if cluster.rng.range(0, 2) == 0 => ReplicaChange::Promote { id: learner.id },
+        Some(learner) => ReplicaChange::Remove { id: learner.id },
+        None if voters.len() > 3 => {
+            let pick = voters[cluster.rng.range(0, voters.len() as u64) as usize];
+            ReplicaChange::Demote { id: pick.id }
+        }
+        None => {
+            let Some(&spare) = stores.iter().find(|s| descriptor.replica_on_store(**s).is_none())
+            else {
+                return;
+            };
+            ReplicaChange::AddLearner { id: ReplicaId(cluster.fresh_id()), store_id: spare }
+        }
+    };
+    cluster.store(store_id).unwrap().change_replicas(
+        descriptor.id,
+        descriptor.epoch,
+        &[change],
+        Box::new(|_| {}),
+    );
 }
 
 fn value(n: u64) -> Bytes {

@@ -153,6 +153,9 @@ pub struct ConfChange {
     pub steps: Vec<ConfChangeStep>,
     /// Leave the joint configuration only when asked (an empty change), not on its own.
     pub explicit_leave: bool,
+    /// Opaque to Raft: what the application needs to apply the change (the store puts the
+    /// new replicas' stores and the epoch it checked here).
+    pub context: Bytes,
 }
 
 impl ConfChange {
@@ -215,11 +218,14 @@ pub enum MessageKind {
     ReadIndex,
     /// Leader → follower: the read index (`index`) for `context`.
     ReadIndexResponse,
+    /// Store → replica: the group removed this replica; `index` is the membership version
+    /// (`conf_ver`) that did. Handled by the store (replica GC), never by the Raft core.
+    Tombstone,
 }
 
 impl MessageKind {
     /// Every kind, in declaration order.
-    pub const ALL: [Self; 12] = [
+    pub const ALL: [Self; 13] = [
         Self::Append,
         Self::AppendResponse,
         Self::RequestVote,
@@ -232,6 +238,7 @@ impl MessageKind {
         Self::TimeoutNow,
         Self::ReadIndex,
         Self::ReadIndexResponse,
+        Self::Tombstone,
     ];
 
     /// Whether this message is a response, which never changes who is leader.
@@ -351,6 +358,7 @@ impl fmt::Debug for Message {
                 }
             }
             MessageKind::ReadIndexResponse => write!(f, " Index:{}", self.index)?,
+            MessageKind::Tombstone => write!(f, " ConfVer:{}", self.index)?,
             MessageKind::HeartbeatResponse | MessageKind::TimeoutNow | MessageKind::ReadIndex => {}
         }
         if !self.context.is_empty() {

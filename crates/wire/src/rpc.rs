@@ -9,7 +9,7 @@ use rkyv::{Archive, Deserialize, Serialize};
 use bytes::Bytes;
 
 use crate::errors::RpcError;
-use crate::ids::RangeId;
+use crate::ids::{RangeId, StoreId};
 use crate::kv::{KvRequest, KvResponse};
 use crate::placement::{PlacementRequest, PlacementResponse};
 use crate::raft::ReplicaId;
@@ -51,6 +51,46 @@ pub enum StoreAdminRequest {
         /// The replica to lead.
         to: ReplicaId,
     },
+    /// Change `range`'s membership: the changes are applied together, through a joint
+    /// configuration when voters change (left on its own once committed).
+    ChangeReplicas {
+        /// The range.
+        range: RangeId,
+        /// Its epoch as the caller knows it.
+        epoch: RangeEpoch,
+        /// What to change.
+        changes: Vec<ReplicaChange>,
+    },
+}
+
+/// One membership change of a range. A voter leaves in two steps: demoted to a learner
+/// (through a joint configuration), then removed.
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub enum ReplicaChange {
+    /// Add a new learner `id` on `store_id` (a store holding no replica of the range); it
+    /// catches up by snapshot.
+    AddLearner {
+        /// The new replica's id (allocated by the placement driver, never reused).
+        id: ReplicaId,
+        /// Where it lives.
+        store_id: StoreId,
+    },
+    /// Promote learner `id` to a voter.
+    Promote {
+        /// The learner.
+        id: ReplicaId,
+    },
+    /// Demote voter `id` to a learner.
+    Demote {
+        /// The voter.
+        id: ReplicaId,
+    },
+    /// Remove learner `id`; its store deletes the replica and keeps a tombstone.
+    Remove {
+        /// The learner.
+        id: ReplicaId,
+    },
 }
 
 /// A store's answer to a [`StoreAdminRequest`].
@@ -69,6 +109,12 @@ pub enum StoreAdminResponse {
     },
     /// The transfer has started.
     TransferLeader,
+    /// The membership change is applied (entering the joint configuration, when there is
+    /// one): the range as it now is.
+    ChangeReplicas {
+        /// The range after the change.
+        descriptor: RangeDescriptor,
+    },
 }
 
 /// A request on an RPC stream.

@@ -59,6 +59,7 @@ fn a_conf_change_round_trips_as_an_entry_payload() {
     let change = ConfChange {
         steps: vec![ConfChangeStep::AddLearner(ReplicaId(4)), ConfChangeStep::Remove(ReplicaId(2))],
         explicit_leave: true,
+        context: bytes::Bytes::from_static(b"stores"),
     };
     assert_eq!(decode_conf_change(&encode_conf_change(&change)).unwrap(), change);
 }
@@ -123,6 +124,7 @@ fn message_kind_all_lists_every_kind() {
             MessageKind::TimeoutNow => 9,
             MessageKind::ReadIndex => 10,
             MessageKind::ReadIndexResponse => 11,
+            MessageKind::Tombstone => 12,
         }
     }
     for (index, kind) in MessageKind::ALL.into_iter().enumerate() {

@@ -61,7 +61,7 @@ pub fn config(id: u64) -> Config {
 
 /// A configuration change from steps.
 pub fn change(steps: Vec<tessera_raft::ConfChangeStep>) -> ConfChange {
-    ConfChange { steps, explicit_leave: false }
+    ConfChange { steps, explicit_leave: false, context: bytes::Bytes::new() }
 }
 
 /// A node's replicated state machine: the data of applied non-empty normal entries.

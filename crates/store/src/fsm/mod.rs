@@ -14,11 +14,12 @@ use tessera_engine::codec::StoreIdent;
 use tessera_engine::{KvEngine, RaftLogBatch, RaftLogEngine};
 use tessera_raft::{Entry, Message, ReadState, Ready};
 use tessera_wire::ids::{RangeId, StoreId};
+use tessera_wire::raft::MessageKind;
 use tessera_wire::transport::RaftEnvelope;
 
 use crate::config::StoreConfig;
 use crate::env::Network;
-use crate::error::{Result, StoreError};
+use crate::error::Result;
 use crate::operation::apply::ApplyContext;
 use crate::peer::Peer;
 
@@ -39,6 +40,14 @@ pub struct StoreStats {
     pub messages_dropped: u64,
     /// Splits applied.
     pub splits: u64,
+    /// Membership changes applied.
+    pub conf_changes: u64,
+    /// Snapshots built (leader side).
+    pub snapshots_built: u64,
+    /// Snapshots installed (receiver side).
+    pub snapshots_installed: u64,
+    /// Replicas deleted after their removal.
+    pub replicas_destroyed: u64,
 }
 
 /// Messages for not-yet-created ranges held at most (see `Store::early`).
@@ -127,20 +136,81 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
             return;
         }
         let range = envelope.range;
-        let Some(peer) = self.peers.get_mut(&range) else {
-            // A replica not created yet (its split is not applied here yet) or already
-            // removed: held until the range starts here (or dropped later; Raft retries).
-            if self.early.len() >= EARLY_MESSAGES_MAX {
-                self.early.remove(0);
-                self.stats.messages_dropped += 1;
+        if envelope.message.kind == MessageKind::Tombstone {
+            if let Err(error) = self.on_tombstone(&envelope) {
+                tracing::error!(%range, %error, "cannot remove a replica");
             }
-            self.early.push(envelope);
-            metrics::counter!("tessera_store_messages_held_total").increment(1);
             return;
-        };
-        if envelope.message.to != peer.replica_id {
+        }
+        if let Some(peer) = self.peers.get(&range)
+            && envelope.message.to > peer.replica_id
+            && matches!(
+                envelope.message.kind,
+                MessageKind::Append | MessageKind::Heartbeat | MessageKind::Snapshot
+            )
+        {
+            // A leader talks to a newer replica of this range on this store: the one here was
+            // removed (it never learnt) and the store added again under a new id (replica ids
+            // of a range only grow). The stale one goes; the new one is created below.
+            let mut tombstone = peer.descriptor.clone();
+            tombstone.id = range;
+            if !peer.is_initialized() {
+                tombstone.replicas = vec![tessera_wire::range::Replica {
+                    id: peer.replica_id,
+                    store_id: self.ident.store_id,
+                    role: tessera_wire::range::ReplicaRole::Learner,
+                }];
+            }
+            tracing::info!(%range, stale = %peer.replica_id, new = %envelope.message.to, "stale replica replaced");
+            if let Err(error) = self.destroy_peer(tombstone) {
+                tracing::error!(%range, %error, "cannot remove a stale replica");
+                return;
+            }
+        }
+        if !self.peers.contains_key(&range) {
+            match self.maybe_create_uninitialized(&envelope) {
+                Ok(true) => {}
+                Ok(false) => {
+                    // A replica not created yet (its split is not applied here yet) or
+                    // already removed: held until the range starts here (or dropped later;
+                    // Raft retries).
+                    if self.early.len() >= EARLY_MESSAGES_MAX {
+                        self.early.remove(0);
+                        self.stats.messages_dropped += 1;
+                    }
+                    self.early.push(envelope);
+                    metrics::counter!("tessera_store_messages_held_total").increment(1);
+                    return;
+                }
+                Err(error) => {
+                    self.stats.messages_dropped += 1;
+                    tracing::error!(%range, %error, "cannot create a replica");
+                    return;
+                }
+            }
+        }
+        let peer = self.peers.get(&range).expect("created above");
+        let kind = envelope.message.kind;
+        if envelope.message.to != peer.replica_id
+            || (!peer.is_initialized()
+                && matches!(kind, MessageKind::RequestVote | MessageKind::RequestPreVote))
+        {
+            // Uninitialized replicas never vote: a split may still create the same range
+            // here, and its replica must not have voted in a term it does not remember.
             self.stats.messages_dropped += 1;
             return;
+        }
+        if kind == MessageKind::Snapshot
+            && let Err(reason) = self.check_snapshot(range, &envelope.message)
+        {
+            self.stats.messages_dropped += 1;
+            metrics::counter!("tessera_store_snapshots_refused_total").increment(1);
+            tracing::info!(%range, %reason, "snapshot refused");
+            return;
+        }
+        let peer = self.peers.get_mut(&range).expect("created above");
+        if peer.descriptor.replica(envelope.message.from).is_none() {
+            peer.peer_stores.insert(envelope.message.from, envelope.from_store);
         }
         if !envelope.message.entries.is_empty() {
             peer.idle_ticks = 0;
@@ -175,7 +245,13 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
         if std::mem::take(&mut self.gc_due) {
             self.log_gc()?;
         }
+        for report in self.net.take_snapshot_reports() {
+            self.report_snapshot(report.range, report.to, report.ok);
+        }
         let dirty = std::mem::take(&mut self.dirty);
+        for range in &dirty {
+            self.maybe_build_snapshot(*range);
+        }
         let mut batch = self.raft_engine.batch();
         let mut must_sync = false;
         let mut persisted = Vec::new();
@@ -231,7 +307,7 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
         Ok(true)
     }
 
-    /// Stages one Ready: snapshot (refused for now), entries and hard state into `batch`;
+    /// Stages one Ready: snapshot (installed now), entries and hard state into `batch`;
     /// sends its messages at once.
     fn stage_ready(
         &mut self,
@@ -246,14 +322,10 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
                 self.on_lost_leadership(range);
             }
         }
-        let peer = self.peers.get_mut(&range).expect("staged ranges exist");
-        if ready.snapshot.is_some() {
-            // Logs are never truncated past a follower's match (operation::gc), so a
-            // snapshot can only come from a peer running a newer version.
-            return Err(StoreError::Unsupported(format!(
-                "range {range}: snapshot received, which this store does not install yet"
-            )));
+        if let Some(snapshot) = &ready.snapshot {
+            self.install_snapshot(range, snapshot, batch)?;
         }
+        let peer = self.peers.get_mut(&range).expect("staged ranges exist");
         if !ready.entries.is_empty() {
             peer.idle_ticks = 0;
             peer.raw.store_mut().stage_entries(batch, &ready.entries);

@@ -64,6 +64,12 @@ fn admin<R: RaftLogEngine, K: KvEngine, N: Network>(
         StoreAdminRequest::TransferLeader { range, to } => {
             respond(store.transfer_leader(range, to).map(|()| StoreAdminResponse::TransferLeader));
         }
+        StoreAdminRequest::ChangeReplicas { range, epoch, changes } => {
+            let respond = Box::new(move |result: Result<_, RpcError>| {
+                respond(result.map(|descriptor| StoreAdminResponse::ChangeReplicas { descriptor }));
+            });
+            store.change_replicas(range, epoch, &changes, respond);
+        }
     }
 }
 

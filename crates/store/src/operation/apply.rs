@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use tessera_engine::codec::ApplyState;
 use tessera_engine::{Cf, KeySpan, KvBatch, KvEngine, KvRead, RaftLogEngine, keys};
-use tessera_raft::{Entry, EntryKind, decode_conf_change};
+use tessera_raft::{Entry, EntryKind};
 use tessera_wire::errors::RpcError;
 use tessera_wire::ids::RangeId;
 use tessera_wire::kv::KvResponse;
@@ -28,6 +28,8 @@ pub(crate) enum Applied {
     Kv(Result<Option<KvResponse>, RpcError>),
     /// The split happened: left and right descriptors.
     Split(Result<(RangeDescriptor, RangeDescriptor), RpcError>),
+    /// The membership change happened: the new descriptor.
+    Change(Result<RangeDescriptor, RpcError>),
 }
 
 /// An answer waiting until the round's KV batch is written.
@@ -53,6 +55,9 @@ pub(crate) struct ApplyContext<B: KvBatch> {
     pub(crate) answers: Vec<Answer>,
     pub(crate) new_ranges: Vec<NewRange>,
     pub(crate) applied_to: Vec<(RangeId, tessera_raft::LogIndex)>,
+    /// Replicas on this store that applied their own removal: deleted once the batch is
+    /// written, each leaving a tombstone with this descriptor.
+    pub(crate) destroyed: Vec<RangeDescriptor>,
 }
 
 impl<B: KvBatch> ApplyContext<B> {
@@ -64,6 +69,7 @@ impl<B: KvBatch> ApplyContext<B> {
             answers: Vec::new(),
             new_ranges: Vec::new(),
             applied_to: Vec::new(),
+            destroyed: Vec::new(),
         }
     }
 
@@ -117,10 +123,7 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
     ) -> Result<()> {
         for entry in entries {
             let applied = match entry.kind {
-                EntryKind::ConfChange => {
-                    self.apply_conf_change(range, entry);
-                    Applied::Nothing
-                }
+                EntryKind::ConfChange => self.apply_conf_change(range, entry, apply),
                 EntryKind::Normal if entry.data.is_empty() => Applied::Nothing,
                 EntryKind::Normal => match Command::decode(&entry.data) {
                     Ok(command) => self.apply_command(range, command, apply)?,
@@ -223,18 +226,6 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
         }
     }
 
-    fn apply_conf_change(&mut self, range: RangeId, entry: &Entry) {
-        let peer = self.peers.get_mut(&range).expect("applying ranges exist");
-        match decode_conf_change(&entry.data) {
-            Ok(change) => {
-                if let Err(error) = peer.raw.apply_conf_change(&change) {
-                    tracing::warn!(%range, %error, "membership change refused at apply");
-                }
-            }
-            Err(error) => tracing::error!(%range, %error, "undecodable membership change"),
-        }
-    }
-
     /// After the round's KV batch is written: answers proposers, starts split-off ranges and
     /// tells the Raft core how far each range applied.
     pub(crate) fn after_apply(&mut self, apply: ApplyContext<K::Batch>) -> Result<()> {
@@ -250,6 +241,7 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
                     }));
                 }
                 (Responder::Split(respond), Applied::Split(result)) => respond(result),
+                (Responder::ChangeReplicas(respond), Applied::Change(result)) => respond(result),
                 (respond, _) => respond.fail(RpcError::Internal {
                     message: "proposal answered by an entry of another kind".to_owned(),
                 }),
@@ -263,11 +255,15 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
         }
         for new in apply.new_ranges {
             let range = new.descriptor.id;
+            self.replace_uninitialized(range)?;
             self.start_peer(new.descriptor)?;
             self.stats.splits += 1;
             if new.campaign {
                 self.campaign(range);
             }
+        }
+        for tombstone in apply.destroyed {
+            self.destroy_peer(tombstone)?;
         }
         Ok(())
     }

@@ -1,6 +1,7 @@
 //! Log truncation. The leader proposes `CompactLog` once a range's log holds more than the
-//! configured number of applied entries, up to the slowest replica's match (never past a
-//! replica still catching up by log: this store does not send snapshots yet). Every replica
+//! configured number of applied entries, up to the slowest replica's match among replicas on
+//! stores believed up (one on a store that is down, or one that never answered, gets a
+//! snapshot instead of holding the log back forever). Every replica
 //! applies it and truncates no further than its own durable apply index, so an entry whose
 //! effects could still vanish in a crash is never removed.
 
@@ -25,7 +26,18 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
             if peer.is_leader()
                 && peer.applied.applied_index.0 > truncated.0 + self.config.log_gc_count_limit
             {
-                let slowest = peer.raw.matched().iter().map(|(_, matched)| *matched).min();
+                // Replicas on stores believed down, and replicas that never answered (new
+                // learners), catch up by snapshot: they do not hold the log back.
+                let slowest = peer
+                    .raw
+                    .matched()
+                    .iter()
+                    .filter(|(id, matched)| {
+                        *matched > LogIndex(0)
+                            && peer.store_of(*id).is_some_and(|store| self.net.store_alive(store))
+                    })
+                    .map(|(_, matched)| *matched)
+                    .min();
                 let index = slowest.unwrap_or(LogIndex(0)).min(peer.applied.applied_index);
                 if index > truncated && index > peer.compact_wanted {
                     proposals.push(Command::CompactLog {

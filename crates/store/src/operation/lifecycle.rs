@@ -1,14 +1,17 @@
 //! Replica lifecycle: bootstrap of the first range, recovery of every range on restart, and
 //! creation of the right-hand replica of a split.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use tessera_engine::RangeLogStorage;
 use tessera_engine::codec::{ApplyState, RaftLogState, StoreIdent};
 use tessera_engine::{Cf, KvBatch, KvEngine, RaftLogBatch, RaftLogEngine, keys};
-use tessera_raft::{HardState, RawNode, ReplicaId};
+use tessera_raft::{ConfState, HardState, LogIndex, RawNode, ReplicaId, Term};
+use tessera_wire::errors::RpcError;
 use tessera_wire::ids::RangeId;
-use tessera_wire::range::RangeDescriptor;
+use tessera_wire::raft::MessageKind;
+use tessera_wire::range::{RangeDescriptor, Replica, ReplicaRole};
+use tessera_wire::transport::RaftEnvelope;
 
 use crate::config::StoreConfig;
 use crate::env::Network;
@@ -64,6 +67,29 @@ pub fn bootstrap<R: RaftLogEngine, K: KvEngine>(
     Ok(())
 }
 
+/// Writes `ident` into fresh engines for a store that joins a running cluster holding no
+/// range: its replicas arrive later, created by their leaders' messages and filled by
+/// snapshots.
+///
+/// # Errors
+/// [`StoreError::Bootstrap`] if the engines already hold a store; engine failures.
+pub fn bootstrap_store<R: RaftLogEngine, K: KvEngine>(
+    raft_engine: &R,
+    kv: &K,
+    ident: StoreIdent,
+) -> Result<()> {
+    if kv.get(Cf::Meta, keys::STORE_IDENT_KEY)?.is_some() {
+        return Err(StoreError::Bootstrap("the store is already bootstrapped".to_owned()));
+    }
+    // Nothing of the raft engine is needed yet; synced so that the store's two engines are
+    // both known good before it says it exists.
+    raft_engine.sync()?;
+    let mut batch = kv.batch();
+    batch.put(Cf::Meta, keys::STORE_IDENT_KEY, &ident.encode());
+    kv.write(&mut batch, true)?;
+    Ok(())
+}
+
 impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
     /// Opens a bootstrapped store: checks its identity and recovers every range from the
     /// engines.
@@ -105,6 +131,7 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
             early: Vec::new(),
             stats: StoreStats::default(),
         };
+        store.clean_snapshot_dir();
         let mut ranges = Vec::new();
         for (key, _) in store.kv.scan(
             Cf::Meta,
@@ -127,6 +154,19 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
         Ok(store)
     }
 
+    /// Removes snapshots left from before a restart (built or being received): a replica
+    /// that still needs one asks again.
+    fn clean_snapshot_dir(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.config.snapshot_dir) else { return };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with("gen-") || name.starts_with("rcv-") {
+                crate::operation::snapshot::remove_snapshot_dir(&entry.path());
+            }
+        }
+    }
+
     /// Starts the replica of `descriptor` on this store from what the engines hold; a range
     /// created without log entries (split) gets its initial raft state here.
     pub(crate) fn start_peer(&mut self, descriptor: RangeDescriptor) -> Result<()> {
@@ -140,29 +180,47 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
         let applied: ApplyState = self.kv.apply_state(range)?.ok_or_else(|| {
             StoreError::corruption(format!("range {range}"), "range state without apply state")
         })?;
-        if self.raft_engine.raft_state(range)?.is_none() {
-            if applied != initial_apply_state() {
-                return Err(StoreError::corruption(
-                    format!("range {range}"),
-                    format!("no raft state, but applied up to {}", applied.applied_index),
-                ));
-            }
+        let stored = self.raft_engine.raft_state(range)?;
+        if stored.is_none() && applied == initial_apply_state() {
             let mut batch = self.raft_engine.batch();
             batch.put_raft_state(range, &initial_raft_state());
             // Durable with the next round's sync; recreated the same way if lost.
             self.write_raft(&mut batch, false)?;
         }
-        let storage =
+        let mut storage =
             RangeLogStorage::open(self.raft_engine.clone(), range, conf_state_of(&descriptor))?;
-        if storage.raft_state().hard_state.commit < applied.applied_index {
-            return Err(StoreError::corruption(
-                format!("range {range}"),
-                format!(
-                    "applied {} past the durable commit index {}",
-                    applied.applied_index,
-                    storage.raft_state().hard_state.commit
-                ),
-            ));
+        if stored.is_none() && applied != initial_apply_state()
+            || storage.raft_state().hard_state.commit < applied.applied_index
+        {
+            // A snapshot's KV half is written and synced before its log half (see
+            // `operation::snapshot`): a crash between them leaves the KV engine ahead of the
+            // log. Move the log up to the apply state.
+            tracing::warn!(
+                %range, applied = %applied.applied_index,
+                commit = %storage.raft_state().hard_state.commit,
+                "apply state ahead of the raft log (snapshot install interrupted): log reset"
+            );
+            let old = storage.raft_state();
+            let term = old.hard_state.term.max(applied.applied_term);
+            let state = RaftLogState {
+                hard_state: HardState {
+                    term,
+                    vote: if term == old.hard_state.term {
+                        old.hard_state.vote
+                    } else {
+                        ReplicaId::NONE
+                    },
+                    commit: applied.applied_index,
+                },
+                truncated_index: applied.applied_index,
+                truncated_term: applied.applied_term,
+            };
+            let mut batch = self.raft_engine.batch();
+            batch.clear_range(range);
+            batch.put_raft_state(range, &state);
+            self.write_raft(&mut batch, true)?;
+            storage =
+                RangeLogStorage::open(self.raft_engine.clone(), range, conf_state_of(&descriptor))?;
         }
         let seed = self.ident.store_id.0.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ range.0;
         let mut raft_config = self.config.raft_config(replica.id, applied.applied_index, seed);
@@ -172,20 +230,7 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
             && tessera_raft::Storage::last_index(&storage) == INITIAL_INDEX;
         let raw = RawNode::new(raft_config, storage)
             .map_err(|source| StoreError::Raft { range, source })?;
-        let peer = Peer {
-            store_id: self.ident.store_id,
-            replica_id: replica.id,
-            raw,
-            descriptor,
-            applied,
-            leader: ReplicaId::NONE,
-            proposals: VecDeque::new(),
-            reads: VecDeque::new(),
-            idle_ticks: 0,
-            write_load: WriteLoad::default(),
-            slept_without: Vec::new(),
-            compact_wanted: tessera_raft::LogIndex(0),
-        };
+        let peer = self.new_peer(replica.id, raw, descriptor, applied);
         self.peers.insert(range, peer);
         self.dirty.insert(range);
         // Deliver what arrived before this replica existed.
@@ -199,6 +244,167 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
         }
         metrics::gauge!("tessera_store_ranges").set(self.peers.len() as f64);
         Ok(())
+    }
+
+    fn new_peer(
+        &self,
+        replica_id: ReplicaId,
+        raw: RawNode<RangeLogStorage<R>>,
+        descriptor: RangeDescriptor,
+        applied: ApplyState,
+    ) -> Peer<R> {
+        Peer {
+            store_id: self.ident.store_id,
+            replica_id,
+            raw,
+            descriptor,
+            applied,
+            leader: ReplicaId::NONE,
+            proposals: VecDeque::new(),
+            reads: VecDeque::new(),
+            idle_ticks: 0,
+            write_load: WriteLoad::default(),
+            slept_without: Vec::new(),
+            compact_wanted: tessera_raft::LogIndex(0),
+            peer_stores: HashMap::new(),
+            removed: Vec::new(),
+            snapshot_dir: None,
+        }
+    }
+
+    /// Creates the replica a leader's message (append, heartbeat or snapshot) is for, when
+    /// this store has none: uninitialized (no key span, no data) until its first snapshot.
+    /// Returns `false` when the message must not create one: another kind, or a replica id
+    /// at or below one this store already removed (a stale message must not resurrect it).
+    ///
+    /// # Errors
+    /// Engine failures.
+    pub(crate) fn maybe_create_uninitialized(&mut self, envelope: &RaftEnvelope) -> Result<bool> {
+        let message = &envelope.message;
+        if !matches!(
+            message.kind,
+            MessageKind::Append | MessageKind::Heartbeat | MessageKind::Snapshot
+        ) || !message.to.is_some()
+        {
+            return Ok(false);
+        }
+        let range = envelope.range;
+        if let Some(state) = RangeLocalState::load(&self.kv, range)? {
+            let removed = state.descriptor.replica_on_store(self.ident.store_id).map(|r| r.id);
+            if state.state == ReplicaState::Normal || removed.is_some_and(|id| message.to <= id) {
+                return Ok(false);
+            }
+        }
+        if !self.raft_log_is_empty(range)? {
+            // A log is here without its range state: a split created this replica and its
+            // apply was lost in a crash. The parent applies the split again and the replica
+            // restarts on that log (acknowledged entries must not be thrown away).
+            return Ok(false);
+        }
+        let storage = RangeLogStorage::open(self.raft_engine.clone(), range, ConfState::default())?;
+        let seed = self.ident.store_id.0.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ range.0;
+        let config = self.config.raft_config(message.to, LogIndex(0), seed);
+        let raw =
+            RawNode::new(config, storage).map_err(|source| StoreError::Raft { range, source })?;
+        let descriptor = RangeDescriptor { id: range, ..RangeDescriptor::default() };
+        let mut peer = self.new_peer(message.to, raw, descriptor, ApplyState::default());
+        peer.peer_stores.insert(message.from, envelope.from_store);
+        self.peers.insert(range, peer);
+        tracing::info!(%range, replica = %message.to, "uninitialized replica created by a message");
+        metrics::counter!("tessera_store_replicas_created_total").increment(1);
+        metrics::gauge!("tessera_store_ranges").set(self.peers.len() as f64);
+        Ok(true)
+    }
+
+    /// A split is about to start `range` here: an uninitialized replica of it (created by a
+    /// message from the new range's leader before this store applied the split) gives way.
+    /// It never voted (uninitialized replicas do not), so only its term is kept.
+    pub(crate) fn replace_uninitialized(&mut self, range: RangeId) -> Result<()> {
+        if self.peers.get(&range).is_none_or(Peer::is_initialized) {
+            return Ok(());
+        }
+        self.peers.remove(&range);
+        if !self.raft_log_is_empty(range)? {
+            return Ok(());
+        }
+        let term = self.raft_engine.raft_state(range)?.map_or(Term(0), |s| s.hard_state.term);
+        let mut state = initial_raft_state();
+        state.hard_state.term = state.hard_state.term.max(term);
+        let mut batch = self.raft_engine.batch();
+        batch.clear_range(range);
+        batch.put_raft_state(range, &state);
+        self.write_raft(&mut batch, true)?;
+        Ok(())
+    }
+
+    /// Whether `range`'s raft log here is empty as an uninitialized replica leaves it: no
+    /// entry and nothing truncated (only a term, perhaps).
+    fn raft_log_is_empty(&self, range: RangeId) -> Result<bool> {
+        let truncated =
+            self.raft_engine.raft_state(range)?.map_or(LogIndex(0), |s| s.truncated_index);
+        Ok(truncated == LogIndex(0) && self.raft_engine.stored_index_bounds(range)?.is_none())
+    }
+
+    /// Deletes this store's replica of `tombstone.id`: its data, its log, its waiting
+    /// requests (answered `RangeNotFound`); a tombstone with `tombstone` (the range as this
+    /// replica knew it, with the epoch that removed it) stays in its place.
+    ///
+    /// # Errors
+    /// Engine failures.
+    pub(crate) fn destroy_peer(&mut self, tombstone: RangeDescriptor) -> Result<()> {
+        let range = tombstone.id;
+        let Some(mut peer) = self.peers.remove(&range) else { return Ok(()) };
+        self.dirty.remove(&range);
+        let gone = RpcError::RangeNotFound { range };
+        for proposal in std::mem::take(&mut peer.proposals) {
+            proposal.respond.fail(gone.clone());
+        }
+        for read in std::mem::take(&mut peer.reads) {
+            (read.respond)(Err(gone.clone()));
+        }
+        let mut batch = self.kv.batch();
+        if peer.is_initialized() {
+            let span = keys::data_span(&peer.descriptor.start_key, &peer.descriptor.end_key);
+            for cf in Cf::DATA {
+                batch.delete_span(cf, &span);
+            }
+        }
+        RangeLocalState { state: ReplicaState::Tombstone, descriptor: tombstone }.stage(&mut batch);
+        self.kv.write(&mut batch, true)?;
+        let mut raft_batch = self.raft_engine.batch();
+        raft_batch.clear_range(range);
+        self.write_raft(&mut raft_batch, true)?;
+        if let Some(dir) = &peer.snapshot_dir {
+            crate::operation::snapshot::remove_snapshot_dir(dir);
+        }
+        tracing::info!(%range, replica = %peer.replica_id, "replica removed");
+        self.stats.replicas_destroyed += 1;
+        metrics::counter!("tessera_store_replicas_destroyed_total").increment(1);
+        metrics::gauge!("tessera_store_ranges").set(self.peers.len() as f64);
+        Ok(())
+    }
+
+    /// A `Tombstone` message: the leader says this store's replica was removed at the
+    /// membership version in `index`.
+    pub(crate) fn on_tombstone(&mut self, envelope: &RaftEnvelope) -> Result<()> {
+        let range = envelope.range;
+        let Some(peer) = self.peers.get(&range) else { return Ok(()) };
+        let conf_ver = envelope.message.index.0;
+        if envelope.message.to != peer.replica_id
+            || (peer.is_initialized() && peer.descriptor.epoch.conf_ver >= conf_ver)
+        {
+            return Ok(());
+        }
+        let mut tombstone = peer.descriptor.clone();
+        if !peer.is_initialized() {
+            tombstone.replicas = vec![Replica {
+                id: peer.replica_id,
+                store_id: self.ident.store_id,
+                role: ReplicaRole::Learner,
+            }];
+        }
+        tombstone.epoch.conf_ver = conf_ver;
+        self.destroy_peer(tombstone)
     }
 
     /// Makes this store's replica of `range` campaign now (tests, and the right-hand range

@@ -15,7 +15,7 @@ use crate::env::Network;
 use crate::error::Result;
 use crate::fsm::Store;
 use crate::operation::apply::{ApplyContext, NewRange};
-use crate::peer::{Responder, SplitResponder};
+use crate::peer::{Peer, Responder, SplitResponder};
 use crate::state::{RangeLocalState, ReplicaState, initial_apply_state};
 
 /// A split the store wants: the range has grown past its thresholds.
@@ -42,7 +42,7 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
         new_replicas: Vec<ReplicaId>,
         respond: SplitResponder,
     ) {
-        let Some(peer) = self.peers.get(&range) else {
+        let Some(peer) = self.peers.get(&range).filter(|peer| peer.is_initialized()) else {
             respond(Err(RpcError::RangeNotFound { range }));
             return;
         };
@@ -80,6 +80,14 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
         new_replicas: &[ReplicaId],
         apply: &mut ApplyContext<K::Batch>,
     ) -> Result<(RangeDescriptor, RangeDescriptor), RpcError> {
+        // The right-hand replica may already be here and newer: a snapshot of it arrived
+        // before this store applied the split, or it was even removed since. Then the split
+        // changes only the left side here.
+        let right_exists = self.peers.get(&new_range).is_some_and(Peer::is_initialized)
+            || RangeLocalState::load(&self.kv, new_range)
+                .ok()
+                .flatten()
+                .is_some_and(|state| state.state == ReplicaState::Tombstone);
         let peer = self.peers.get_mut(&range).expect("applying ranges exist");
         if new_replicas.len() != peer.descriptor.replicas.len() {
             return Err(RpcError::InvalidRequest {
@@ -103,14 +111,20 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
         left.end_key = split_key.clone();
         let batch = apply.batch_mut();
         RangeLocalState { state: ReplicaState::Normal, descriptor: left.clone() }.stage(batch);
-        RangeLocalState { state: ReplicaState::Normal, descriptor: right.clone() }.stage(batch);
-        batch.put_apply_state(new_range, &initial_apply_state());
+        if !right_exists {
+            RangeLocalState { state: ReplicaState::Normal, descriptor: right.clone() }.stage(batch);
+            batch.put_apply_state(new_range, &initial_apply_state());
+        }
         peer.descriptor = left.clone();
         peer.write_load = Default::default();
+        // A snapshot built before the split covers both halves' keys: never send it.
+        peer.raw.store_mut().clear_snapshot();
         // Reads queued on the left side re-check their keys against the new descriptor when
         // they are served; proposals in flight are refused at apply by their epoch.
         let campaign = peer.is_leader();
-        apply.new_ranges.push(NewRange { descriptor: right.clone(), campaign });
+        if !right_exists {
+            apply.new_ranges.push(NewRange { descriptor: right.clone(), campaign });
+        }
         tracing::info!(%range, %new_range, split_key = %keys::escape(split_key), "range split");
         metrics::counter!("tessera_store_splits_total").increment(1);
         Ok((left, right))

@@ -26,6 +26,9 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
         if now.is_multiple_of(u64::from(self.config.log_gc_ticks)) {
             self.gc_due = true;
         }
+        if now.is_multiple_of(u64::from(self.config.heartbeat_ticks)) {
+            self.send_tombstones();
+        }
         let quiesce_after = self.config.quiesce_after_ticks;
         let mut quiesced = 0u64;
         for (range, peer) in &mut self.peers {

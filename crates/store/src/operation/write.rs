@@ -66,7 +66,7 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
             }));
             return;
         }
-        let Some(peer) = self.peers.get_mut(&range) else {
+        let Some(peer) = self.peers.get_mut(&range).filter(|peer| peer.is_initialized()) else {
             respond(Err(RpcError::RangeNotFound { range }));
             return;
         };
@@ -173,27 +173,37 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
         }
         match peer.raw.propose(data) {
             Ok(index) => {
-                // Proposals at this index or above were made in an earlier term and their
-                // entries are gone from this leader's log: they were never committed and
-                // never will be. (Left queued, they would sit ahead of this one and have it
-                // answered as stale when it applies.)
-                while peer.proposals.back().is_some_and(|back| back.index >= index) {
-                    let stale = peer.proposals.pop_back().expect("back exists");
-                    stale.respond.fail(RpcError::StaleCommand);
-                }
-                let term = peer.raw.raft().term();
-                peer.proposals.push_back(Proposal {
-                    index,
-                    term,
-                    ok,
-                    respond,
-                    proposed_at: std::time::Instant::now(),
-                });
-                metrics::counter!("tessera_store_proposals_total").increment(1);
+                Self::track_proposal(peer, index, ok, respond);
                 self.dirty.insert(range);
             }
             Err(error) => respond.fail(refusal(peer, &error)),
         }
+    }
+
+    /// Queues the answer to a proposal the core accepted at `index` in the current term.
+    pub(crate) fn track_proposal(
+        peer: &mut Peer<R>,
+        index: tessera_raft::LogIndex,
+        ok: Option<KvResponse>,
+        respond: Responder,
+    ) {
+        // Proposals at this index or above were made in an earlier term and their entries
+        // are gone from this leader's log: they were never committed and never will be.
+        // (Left queued, they would sit ahead of this one and have it answered as stale when
+        // it applies.)
+        while peer.proposals.back().is_some_and(|back| back.index >= index) {
+            let stale = peer.proposals.pop_back().expect("back exists");
+            stale.respond.fail(RpcError::StaleCommand);
+        }
+        let term = peer.raw.raft().term();
+        peer.proposals.push_back(Proposal {
+            index,
+            term,
+            ok,
+            respond,
+            proposed_at: std::time::Instant::now(),
+        });
+        metrics::counter!("tessera_store_proposals_total").increment(1);
     }
 }
 
@@ -211,6 +221,14 @@ pub(crate) fn refusal<R: RaftLogEngine>(peer: &Peer<R>, error: &RaftError) -> Rp
             reason: format!("range {}: leadership transfer in progress", peer.range()),
             retry_after_ms: 50,
         },
+        RaftError::ConfChangePending { index } => RpcError::ServerBusy {
+            reason: format!(
+                "range {}: the membership change at {index} is not applied yet",
+                peer.range()
+            ),
+            retry_after_ms: 50,
+        },
+        RaftError::ConfChange(error) => RpcError::InvalidRequest { message: error.to_string() },
         other => RpcError::Internal { message: other.to_string() },
     }
 }

@@ -1,7 +1,8 @@
 //! One replica of one range: its Raft group, its descriptor, and the requests waiting on it.
 //! State only — what happens to it lives in `operation/`, when it happens in `fsm/`.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
 
 use tessera_engine::RaftLogEngine;
 use tessera_engine::RangeLogStorage;
@@ -17,6 +18,8 @@ pub type KvResponder = Box<dyn FnOnce(Result<KvResponse, RpcError>) + Send>;
 /// Answers a split request with the two resulting descriptors (left, right).
 pub type SplitResponder =
     Box<dyn FnOnce(Result<(RangeDescriptor, RangeDescriptor), RpcError>) + Send>;
+/// Answers a membership change with the range as it is after the change.
+pub type ChangeResponder = Box<dyn FnOnce(Result<RangeDescriptor, RpcError>) + Send>;
 
 /// Who is waiting for a proposal, and what answer they expect.
 pub(crate) enum Responder {
@@ -24,6 +27,8 @@ pub(crate) enum Responder {
     Kv(KvResponder),
     /// A split.
     Split(SplitResponder),
+    /// A membership change.
+    ChangeReplicas(ChangeResponder),
     /// Nobody waits (a command the store proposes for itself, such as log truncation).
     Nobody,
 }
@@ -33,6 +38,7 @@ impl std::fmt::Debug for Responder {
         f.write_str(match self {
             Self::Kv(_) => "Responder::Kv",
             Self::Split(_) => "Responder::Split",
+            Self::ChangeReplicas(_) => "Responder::ChangeReplicas",
             Self::Nobody => "Responder::Nobody",
         })
     }
@@ -44,6 +50,7 @@ impl Responder {
         match self {
             Self::Kv(respond) => respond(Err(error)),
             Self::Split(respond) => respond(Err(error)),
+            Self::ChangeReplicas(respond) => respond(Err(error)),
             Self::Nobody => {}
         }
     }
@@ -90,6 +97,18 @@ pub(crate) struct WriteLoad {
     pub(crate) keys: u64,
 }
 
+/// A replica the group removed while this replica led: its store is told (a `Tombstone`
+/// message) until the budget runs out, so it deletes the replica even if it never applied
+/// its own removal.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RemovedReplica {
+    pub(crate) replica: Replica,
+    /// The membership version that removed it.
+    pub(crate) conf_ver: u64,
+    /// Tombstones still to send (counted only while its store is believed up).
+    pub(crate) sends_left: u32,
+}
+
 /// One replica on this store.
 #[derive(Debug)]
 pub struct Peer<R: RaftLogEngine> {
@@ -111,6 +130,14 @@ pub struct Peer<R: RaftLogEngine> {
     pub(crate) compact_wanted: LogIndex,
     /// Stores that were down when this leader quiesced: it wakes when one comes back.
     pub(crate) slept_without: Vec<StoreId>,
+    /// Stores of replicas not (yet) in the descriptor, learned from their messages: an
+    /// uninitialized replica answers its leader through this.
+    pub(crate) peer_stores: HashMap<ReplicaId, StoreId>,
+    /// Replicas removed while this replica led, still to be told.
+    pub(crate) removed: Vec<RemovedReplica>,
+    /// The directory of the last snapshot this replica built (deleted when a newer one is
+    /// built or the replica goes).
+    pub(crate) snapshot_dir: Option<PathBuf>,
 }
 
 impl<R: RaftLogEngine> Peer<R> {
@@ -124,6 +151,19 @@ impl<R: RaftLogEngine> Peer<R> {
     #[must_use]
     pub fn descriptor(&self) -> &RangeDescriptor {
         &self.descriptor
+    }
+
+    /// Whether the replica holds the range's data: false for a replica created by a message
+    /// that still waits for its first snapshot (it has no key span yet).
+    #[must_use]
+    pub fn is_initialized(&self) -> bool {
+        !self.descriptor.replicas.is_empty()
+    }
+
+    /// This replica's id in its group.
+    #[must_use]
+    pub fn replica_id(&self) -> ReplicaId {
+        self.replica_id
     }
 
     /// Whether this replica leads its range.
@@ -160,8 +200,15 @@ impl<R: RaftLogEngine> Peer<R> {
         RpcError::NotLeader { range: self.descriptor.id, leader: self.leader_replica() }
     }
 
-    /// The store of replica `id`, from the descriptor.
+    /// The store of replica `id`: from the descriptor, else as learned from its messages or
+    /// from the replicas this leader removed.
     pub(crate) fn store_of(&self, id: ReplicaId) -> Option<StoreId> {
-        self.descriptor.replica(id).map(|replica| replica.store_id)
+        self.descriptor
+            .replica(id)
+            .map(|replica| replica.store_id)
+            .or_else(|| self.peer_stores.get(&id).copied())
+            .or_else(|| {
+                self.removed.iter().find(|r| r.replica.id == id).map(|r| r.replica.store_id)
+            })
     }
 }

@@ -9,8 +9,10 @@ use tessera_engine::codec::StoreIdent;
 use tessera_engine::mem::{MemKvEngine, MemRaftLogEngine};
 use tessera_engine::{Cf, Direction, KvRead, keys};
 use tessera_raft::{ReplicaId, SplitMix64};
-use tessera_store::{Network, Store, StoreConfig, bootstrap};
+use tessera_store::snapshot::SnapshotData;
+use tessera_store::{Network, Store, StoreConfig, bootstrap, bootstrap_store};
 use tessera_wire::ids::{RangeId, StoreId};
+use tessera_wire::raft::MessageKind;
 use tessera_wire::range::{RangeDescriptor, RangeEpoch, Replica, ReplicaRole};
 use tessera_wire::transport::RaftEnvelope;
 
@@ -58,6 +60,8 @@ pub struct Cluster {
     pub isolated: BTreeSet<StoreId>,
     pub loss_percent: u64,
     pub next_id: u64,
+    /// Snapshot directories (one per store below it).
+    pub snapshots: tempfile::TempDir,
 }
 
 pub const CLUSTER_ID: u64 = 42;
@@ -65,6 +69,11 @@ pub const CLUSTER_ID: u64 = 42;
 impl Cluster {
     /// `stores` stores, each holding a replica of the first range (the whole key space).
     pub fn new(stores: u64, seed: u64, config: StoreConfig) -> Self {
+        Self::with_spares(stores, 0, seed, config)
+    }
+
+    /// `stores` stores holding the first range, and `spares` more stores holding nothing.
+    pub fn with_spares(stores: u64, spares: u64, seed: u64, config: StoreConfig) -> Self {
         let descriptor = RangeDescriptor {
             id: RangeId(1),
             start_key: Bytes::new(),
@@ -80,11 +89,15 @@ impl Cluster {
         };
         let down: Down = Arc::default();
         let mut nodes = Vec::new();
-        for id in 1..=stores {
+        for id in 1..=stores + spares {
             let raft = MemRaftLogEngine::new();
             let kv = MemKvEngine::new();
             let ident = StoreIdent { cluster_id: CLUSTER_ID, store_id: StoreId(id) };
-            bootstrap(&raft, &kv, ident, &descriptor).unwrap();
+            if id <= stores {
+                bootstrap(&raft, &kv, ident, &descriptor).unwrap();
+            } else {
+                bootstrap_store(&raft, &kv, ident).unwrap();
+            }
             nodes.push(Node { id: StoreId(id), store: None, raft, kv });
         }
         let mut cluster = Self {
@@ -97,6 +110,7 @@ impl Cluster {
             isolated: BTreeSet::new(),
             loss_percent: 0,
             next_id: 100,
+            snapshots: tempfile::tempdir().unwrap(),
         };
         for index in 0..cluster.nodes.len() {
             cluster.start(index);
@@ -108,9 +122,11 @@ impl Cluster {
         let node = &mut self.nodes[index];
         let ident = StoreIdent { cluster_id: CLUSTER_ID, store_id: node.id };
         let net = SimNet { outbox: Vec::new(), down: self.down.clone() };
-        let store =
-            Store::open(self.config.clone(), node.raft.clone(), node.kv.clone(), net, ident)
-                .unwrap();
+        let config = StoreConfig {
+            snapshot_dir: self.snapshots.path().join(format!("store-{}", node.id)),
+            ..self.config.clone()
+        };
+        let store = Store::open(config, node.raft.clone(), node.kv.clone(), net, ident).unwrap();
         node.store = Some(store);
         self.down.lock().unwrap().remove(&node.id);
     }
@@ -150,9 +166,23 @@ impl Cluster {
             self.in_flight = later;
             due.into_iter().map(|(_, envelope)| envelope).collect()
         };
-        for envelope in due {
-            if let Some(store) = self.store(envelope.to_store) {
+        for mut envelope in due {
+            if envelope.message.kind == MessageKind::Snapshot {
+                self.copy_snapshot_files(&mut envelope);
+            }
+            let snapshot = (envelope.message.kind == MessageKind::Snapshot).then_some((
+                envelope.range,
+                envelope.from_store,
+                envelope.message.to,
+            ));
+            let delivered = if let Some(store) = self.store(envelope.to_store) {
                 store.on_raft_message(envelope);
+                true
+            } else {
+                false
+            };
+            if let Some((range, from, to)) = snapshot {
+                self.report_snapshot(range, from, to, delivered);
             }
         }
         for index in 0..self.nodes.len() {
@@ -168,8 +198,42 @@ impl Cluster {
                 if !lost {
                     let delay = self.rng.range(1, 4);
                     self.in_flight.push((now + delay, envelope));
+                } else if envelope.message.kind == MessageKind::Snapshot {
+                    let (range, from, to) =
+                        (envelope.range, envelope.from_store, envelope.message.to);
+                    self.report_snapshot(range, from, to, false);
                 }
             }
+        }
+    }
+
+    /// Copies a snapshot's files to the receiver's side, as the QUIC transport streams them
+    /// (the sender may delete its own copies at any time).
+    fn copy_snapshot_files(&mut self, envelope: &mut RaftEnvelope) {
+        let Some(snapshot) = envelope.message.snapshot.as_mut() else { return };
+        let Ok(mut data) = SnapshotData::decode(&snapshot.data) else { return };
+        self.next_id += 1;
+        let dir = self
+            .snapshots
+            .path()
+            .join(format!("store-{}", envelope.to_store))
+            .join(format!("rcv-{}-{}-{}", envelope.to_store, envelope.range, self.next_id));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (index, file) in data.files.iter_mut().enumerate() {
+            let target = dir.join(format!("{index}.sst"));
+            // A file already gone arrives damaged: the receiver must refuse it.
+            if std::fs::copy(&file.path, &target).is_err() {
+                std::fs::write(&target, b"gone").unwrap();
+            }
+            file.path = target.display().to_string();
+        }
+        snapshot.data = data.encode();
+    }
+
+    /// Tells the sending store how a snapshot fared (a streaming network reports this).
+    fn report_snapshot(&mut self, range: RangeId, from: StoreId, to: ReplicaId, ok: bool) {
+        if let Some(store) = self.store(from) {
+            store.report_snapshot(range, to, ok);
         }
     }
 
@@ -188,7 +252,7 @@ impl Cluster {
     pub fn leader_of(&self, key: &[u8]) -> Option<(StoreId, RangeDescriptor)> {
         for node in &self.nodes {
             let Some(store) = &node.store else { continue };
-            for peer in store.peers() {
+            for peer in store.peers().filter(|peer| peer.is_initialized()) {
                 if peer.is_leader() && peer.descriptor().contains_key(key) {
                     return Some((node.id, peer.descriptor().clone()));
                 }
@@ -202,7 +266,7 @@ impl Cluster {
         let mut out = Vec::new();
         for node in &self.nodes {
             let Some(store) = &node.store else { continue };
-            for peer in store.peers() {
+            for peer in store.peers().filter(|peer| peer.is_initialized()) {
                 let descriptor = peer.descriptor();
                 let span = keys::data_span(&descriptor.start_key, &descriptor.end_key);
                 let data =
@@ -227,7 +291,7 @@ impl Cluster {
         let mut out = Vec::new();
         for node in &self.nodes {
             let Some(store) = &node.store else { continue };
-            for peer in store.peers() {
+            for peer in store.peers().filter(|peer| peer.is_initialized()) {
                 if peer.descriptor().contains_key(key) {
                     out.push((node.id, peer.descriptor().clone()));
                 }

@@ -1,0 +1,217 @@
+//! Snapshots: a leader whose follower needs entries the log no longer has builds the range's
+//! snapshot (the KV engine's files of the range's keys as of the applied index, with the
+//! descriptor and the membership there); the follower checks it before Raft sees it, and
+//! installs it when its Ready carries it.
+//!
+//! Install order, for crash safety: the files are ingested and the range's apply state and
+//! descriptor written and synced in the KV engine first; the Raft log is then reset to the
+//! snapshot's position in the round's synced raft batch. A crash between the two leaves the
+//! KV engine ahead of the log, which `start_peer` repairs by moving the log up to the apply
+//! state on restart.
+
+use std::path::Path;
+
+use tessera_engine::{KvBatch, KvEngine, RaftLogEngine, keys};
+use tessera_raft::{Snapshot, SnapshotMetadata};
+use tessera_wire::ids::RangeId;
+use tessera_wire::raft::Message;
+use tessera_wire::range::RangeDescriptor;
+
+use crate::env::Network;
+use crate::error::{Result, StoreError};
+use crate::fsm::Store;
+use crate::snapshot::SnapshotData;
+use crate::state::{RangeLocalState, ReplicaState};
+
+/// Whether two key spans (`end` empty: +∞) share a key.
+fn spans_overlap(a: &RangeDescriptor, b: &RangeDescriptor) -> bool {
+    let before_end = |start: &[u8], end: &[u8]| end.is_empty() || start < end;
+    before_end(&a.start_key, &b.end_key) && before_end(&b.start_key, &a.end_key)
+}
+
+/// Removes a snapshot directory, logging (not failing) on error: it is only disk space.
+pub(crate) fn remove_snapshot_dir(dir: &Path) {
+    if let Err(error) = std::fs::remove_dir_all(dir)
+        && error.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(dir = %dir.display(), %error, "cannot remove a snapshot directory");
+    }
+}
+
+impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
+    /// Builds the snapshot `range`'s Raft core asked for, if it asked. A failure is logged
+    /// and retried the next time the core asks: the store goes on.
+    pub(crate) fn maybe_build_snapshot(&mut self, range: RangeId) {
+        let Some(peer) = self.peers.get_mut(&range) else { return };
+        if peer.raw.store().snapshot_wanted().is_none() || !peer.is_initialized() {
+            return;
+        }
+        // The snapshot built last time still serves (it is not behind the log's start).
+        if tessera_raft::Storage::snapshot(peer.raw.store(), tessera_raft::LogIndex(0)).is_ok() {
+            return;
+        }
+        let applied = peer.applied;
+        let dir = self.config.snapshot_dir.join(format!(
+            "gen-{}-{}-{}-{}",
+            self.ident.store_id, range, applied.applied_index, self.ticks
+        ));
+        let started = std::time::Instant::now();
+        let built = (|| -> Result<SnapshotData> {
+            if dir.exists() {
+                remove_snapshot_dir(&dir);
+            }
+            std::fs::create_dir_all(&dir).map_err(|error| {
+                StoreError::Unsupported(format!("creating {}: {error}", dir.display()))
+            })?;
+            let view = self.kv.snapshot();
+            let span = keys::data_span(&peer.descriptor.start_key, &peer.descriptor.end_key);
+            let manifest = self.kv.export_snapshot(&view, &span, &dir)?;
+            Ok(SnapshotData::new(peer.descriptor.clone(), &manifest))
+        })();
+        match built {
+            Ok(data) => {
+                let metadata = SnapshotMetadata {
+                    index: applied.applied_index,
+                    term: applied.applied_term,
+                    conf_state: peer.raw.conf_state(),
+                };
+                let bytes: u64 = data.files.iter().map(|file| file.size_bytes).sum();
+                tracing::info!(
+                    %range, index = %metadata.index, bytes,
+                    "snapshot built in {:?}", started.elapsed()
+                );
+                peer.raw.store_mut().set_snapshot(Snapshot { metadata, data: data.encode() });
+                if let Some(old) = peer.snapshot_dir.replace(dir) {
+                    remove_snapshot_dir(&old);
+                }
+                self.stats.snapshots_built += 1;
+                metrics::counter!("tessera_store_snapshots_built_total").increment(1);
+                metrics::histogram!("tessera_store_snapshot_build_seconds")
+                    .record(started.elapsed().as_secs_f64());
+            }
+            Err(error) => {
+                tracing::warn!(%range, %error, "cannot build a snapshot; retried later");
+                remove_snapshot_dir(&dir);
+            }
+        }
+    }
+
+    /// Checks a snapshot message before Raft sees it: it must decode, name this range, not
+    /// be older than this replica's range, overlap no other range this store holds, and its
+    /// files must match their checksums. `Err` says why it is refused.
+    pub(crate) fn check_snapshot(&self, range: RangeId, message: &Message) -> Result<(), String> {
+        let snapshot = message.snapshot.as_ref().ok_or("snapshot message without snapshot")?;
+        let data = SnapshotData::decode(&snapshot.data)?;
+        let descriptor = &data.descriptor;
+        if descriptor.id != range {
+            return Err(format!("snapshot of range {} sent to range {range}", descriptor.id));
+        }
+        if descriptor.replica(message.to).is_none() {
+            return Err(format!("snapshot whose range does not list replica {}", message.to));
+        }
+        if let Some(peer) = self.peers.get(&range)
+            && peer.is_initialized()
+            && descriptor.epoch.is_stale_against(peer.descriptor.epoch)
+        {
+            return Err(format!(
+                "snapshot epoch {:?} older than the replica's {:?}",
+                descriptor.epoch, peer.descriptor.epoch
+            ));
+        }
+        if let Some(other) = self.peers.values().find(|other| {
+            other.range() != range
+                && other.is_initialized()
+                && spans_overlap(&other.descriptor, descriptor)
+        }) {
+            return Err(format!("snapshot overlaps range {} held here", other.range()));
+        }
+        let manifest = data.manifest()?;
+        manifest.verify().map_err(|error| error.to_string())?;
+        Ok(())
+    }
+
+    /// Installs the snapshot of `range`'s Ready (see the module documentation for the order).
+    pub(crate) fn install_snapshot(
+        &mut self,
+        range: RangeId,
+        snapshot: &Snapshot,
+        batch: &mut R::Batch,
+    ) -> Result<()> {
+        let started = std::time::Instant::now();
+        let corrupt =
+            |reason: String| StoreError::corruption(format!("snapshot of range {range}"), reason);
+        let data = SnapshotData::decode(&snapshot.data).map_err(corrupt)?;
+        let manifest = data.manifest().map_err(corrupt)?;
+        let descriptor = data.descriptor;
+        let span = keys::data_span(&descriptor.start_key, &descriptor.end_key);
+        self.kv.ingest_snapshot(&span, &manifest)?;
+        let applied = tessera_engine::codec::ApplyState {
+            applied_index: snapshot.metadata.index,
+            applied_term: snapshot.metadata.term,
+        };
+        let mut kv_batch = self.kv.batch();
+        RangeLocalState { state: ReplicaState::Normal, descriptor: descriptor.clone() }
+            .stage(&mut kv_batch);
+        kv_batch.put_apply_state(range, &applied);
+        self.kv.write(&mut kv_batch, true)?;
+        let peer = self.peers.get_mut(&range).expect("installing ranges exist");
+        peer.raw.store_mut().stage_snapshot(batch, &snapshot.metadata);
+        for replica in &descriptor.replicas {
+            peer.peer_stores.remove(&replica.id);
+        }
+        peer.descriptor = descriptor;
+        peer.applied = applied;
+        // Files received over the network were copied for this store: delete them. (Files
+        // a simulated network hands over in place belong to the sender.)
+        if let Some(dir) = manifest.files.first().and_then(|file| file.path.parent())
+            && dir.starts_with(&self.config.snapshot_dir)
+            && dir.file_name().is_some_and(|name| name.to_string_lossy().starts_with("rcv-"))
+        {
+            remove_snapshot_dir(dir);
+        }
+        self.stats.snapshots_installed += 1;
+        metrics::counter!("tessera_store_snapshots_applied_total").increment(1);
+        metrics::histogram!("tessera_store_snapshot_apply_seconds")
+            .record(started.elapsed().as_secs_f64());
+        tracing::info!(
+            %range, index = %snapshot.metadata.index, keys = manifest.keys(),
+            "snapshot installed in {:?}", started.elapsed()
+        );
+        Ok(())
+    }
+
+    /// The outcome of sending a snapshot of `range` to replica `to`.
+    pub fn report_snapshot(&mut self, range: RangeId, to: tessera_raft::ReplicaId, ok: bool) {
+        if let Some(peer) = self.peers.get_mut(&range) {
+            peer.raw.report_snapshot(to, ok);
+            self.dirty.insert(range);
+        }
+        if !ok {
+            metrics::counter!("tessera_store_snapshot_send_failures_total").increment(1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+
+    fn span(start: &'static [u8], end: &'static [u8]) -> RangeDescriptor {
+        RangeDescriptor {
+            start_key: Bytes::from_static(start),
+            end_key: Bytes::from_static(end),
+            ..RangeDescriptor::default()
+        }
+    }
+
+    #[test]
+    fn overlap_treats_an_empty_end_as_infinity() {
+        assert!(spans_overlap(&span(b"a", b"m"), &span(b"c", b"")));
+        assert!(!spans_overlap(&span(b"a", b"m"), &span(b"m", b"")));
+        assert!(spans_overlap(&span(b"", b""), &span(b"x", b"y")));
+        assert!(!spans_overlap(&span(b"a", b"b"), &span(b"b", b"c")));
+        assert!(spans_overlap(&span(b"b", b"d"), &span(b"a", b"c")));
+    }
+}
