@@ -336,7 +336,7 @@ fn random_run(seed: u64, steps: u64) -> usize {
                 );
             }
         }
-        if (20..28).contains(&roll) {
+        if (20..28).contains(&roll) && std::env::var("STORE_SIM_NO_MEMBERSHIP").is_err() {
             membership_step(&mut cluster);
         }
         for (index, until) in down_until.clone() {

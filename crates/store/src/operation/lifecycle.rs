@@ -346,7 +346,8 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
     }
 
     /// Deletes this store's replica of `tombstone.id`: its data, its log, its waiting
-    /// requests (answered `RangeNotFound`); a tombstone with `tombstone` (the range as this
+    /// requests (reads answered `RangeNotFound`, proposals `Timeout`: they may still commit
+    /// elsewhere); a tombstone with `tombstone` (the range as this
     /// replica knew it, with the epoch that removed it) stays in its place.
     ///
     /// # Errors
@@ -356,8 +357,10 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
         let Some(mut peer) = self.peers.remove(&range) else { return Ok(()) };
         self.dirty.remove(&range);
         let gone = RpcError::RangeNotFound { range };
+        // A proposal still waiting may yet commit through the other replicas (this one may
+        // have led when it was made): its outcome is unknown, not a refusal.
         for proposal in std::mem::take(&mut peer.proposals) {
-            proposal.respond.fail(gone.clone());
+            proposal.respond.fail(RpcError::Timeout);
         }
         for read in std::mem::take(&mut peer.reads) {
             (read.respond)(Err(gone.clone()));

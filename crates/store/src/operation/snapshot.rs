@@ -161,6 +161,13 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
         }
         peer.descriptor = descriptor;
         peer.applied = applied;
+        // Proposals the snapshot covers were made here as leader and their entries are not
+        // applied here one by one: they may have committed (the snapshot would hold them)
+        // or not. Their outcome is unknown.
+        while peer.proposals.front().is_some_and(|p| p.index <= snapshot.metadata.index) {
+            let proposal = peer.proposals.pop_front().expect("front exists");
+            proposal.respond.fail(tessera_wire::errors::RpcError::Timeout);
+        }
         // Files received over the network were copied for this store: delete them. (Files
         // a simulated network hands over in place belong to the sender.)
         if let Some(dir) = manifest.files.first().and_then(|file| file.path.parent())
