@@ -3,7 +3,9 @@
 //!
 //! Until the placement driver lands (issue 7), a new cluster is bootstrapped by starting
 //! every store with the same `--initial-stores`: each empty data directory is bootstrapped
-//! with the first range, one voter per listed store (replica id = store id).
+//! with the first range, one voter per listed store (replica id = store id). A store started
+//! on an empty directory without `--initial-stores` joins holding nothing; replicas reach it
+//! by membership changes and snapshots.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -17,7 +19,7 @@ use tessera_engine::{Cf, KvRead, keys};
 use tessera_engine_rocks::EngineOptions;
 use tessera_raft::ReplicaId;
 use tessera_store::{
-    Store, StoreConfig, StoreRpcHandler, StoreSystem, TransportNetwork, bootstrap,
+    Store, StoreConfig, StoreRpcHandler, StoreSystem, TransportNetwork, bootstrap, bootstrap_store,
 };
 use tessera_transport::tls::{NodeTls, TlsSource};
 use tessera_transport::{Transport, TransportConfig};
@@ -43,7 +45,7 @@ pub struct StoreArgs {
     #[arg(long = "peer", value_parser = parse_peer)]
     pub peers: Vec<(u64, SocketAddr)>,
     /// Stores holding the first range of a new cluster (comma-separated ids); used only
-    /// when the data directory is empty.
+    /// when the data directory is empty. Left out, an empty store joins holding nothing.
     #[arg(long, value_delimiter = ',')]
     pub initial_stores: Vec<u64>,
     /// Development TLS: the cluster CA and node certificates are generated in this
@@ -67,16 +69,28 @@ pub fn run(args: &StoreArgs) -> Result<()> {
     if args.store_id == 0 || args.cluster_id == 0 {
         bail!("--store-id and --cluster-id must be positive");
     }
-    let config = StoreConfig { tick_interval_ms: args.tick_ms, ..StoreConfig::default() };
+    let config = StoreConfig {
+        tick_interval_ms: args.tick_ms,
+        snapshot_dir: args.data_dir.join("snapshots"),
+        ..StoreConfig::default()
+    };
     config.validate()?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let (raft, kv) = tessera_engine_rocks::open(&args.data_dir, &EngineOptions::default())
         .with_context(|| format!("opening the engines in {}", args.data_dir.display()))?;
     let ident = StoreIdent { cluster_id: args.cluster_id, store_id: StoreId(args.store_id) };
-    if kv.get(Cf::Meta, keys::STORE_IDENT_KEY)?.is_none() {
+    if kv.get(Cf::Meta, keys::STORE_IDENT_KEY)?.is_none() && args.initial_stores.is_empty() {
+        // A store joining a running cluster: it holds nothing until leaders add replicas
+        // on it (they arrive by snapshot).
+        bootstrap_store(&raft, &kv, ident)?;
+        tracing::info!(store = args.store_id, "joined holding no range");
+    } else if kv.get(Cf::Meta, keys::STORE_IDENT_KEY)?.is_none() {
         if !args.initial_stores.contains(&args.store_id) {
-            bail!("the data directory is empty and --initial-stores does not list this store");
+            bail!(
+                "the data directory is empty and --initial-stores does not list this store \
+                 (leave --initial-stores out to join a running cluster holding nothing)"
+            );
         }
         let first = RangeDescriptor {
             id: RangeId(1),
@@ -112,7 +126,7 @@ pub fn run(args: &StoreArgs) -> Result<()> {
         args.listen,
         tls,
     );
-    let handler = Arc::new(StoreRpcHandler::new());
+    let handler = Arc::new(StoreRpcHandler::with_snapshot_dir(config.snapshot_dir.clone()));
     let transport = Arc::new(
         runtime
             .block_on(Transport::start(transport_config, handler.clone()))
@@ -121,7 +135,8 @@ pub fn run(args: &StoreArgs) -> Result<()> {
     for (id, addr) in &args.peers {
         transport.set_peer(NodeId(*id), *addr);
     }
-    let store = Store::open(config, raft, kv, TransportNetwork::new(transport.clone()), ident)?;
+    let net = TransportNetwork::new(transport.clone(), runtime.handle().clone());
+    let store = Store::open(config, raft, kv, net, ident)?;
     let ranges = store.peers().count();
     let system = StoreSystem::start(store, 65_536)?;
     handler.set_store(system.handle());

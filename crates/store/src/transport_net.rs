@@ -50,21 +50,16 @@ pub const fn node_of(store: StoreId) -> NodeId {
 pub struct TransportNetwork {
     transport: Arc<Transport>,
     pending: BTreeMap<NodeId, Vec<RaftEnvelope>>,
-    runtime: Option<tokio::runtime::Handle>,
+    runtime: tokio::runtime::Handle,
     reports: Arc<Mutex<Vec<SnapshotReport>>>,
 }
 
 impl TransportNetwork {
-    /// A network sending through `transport`. Snapshots are streamed by tasks on the
-    /// current tokio runtime (without one, sending a snapshot fails and is reported so).
+    /// A network sending through `transport`; snapshots are streamed by tasks on
+    /// `runtime` (the transport's).
     #[must_use]
-    pub fn new(transport: Arc<Transport>) -> Self {
-        Self {
-            transport,
-            pending: BTreeMap::new(),
-            runtime: tokio::runtime::Handle::try_current().ok(),
-            reports: Arc::default(),
-        }
+    pub fn new(transport: Arc<Transport>, runtime: tokio::runtime::Handle) -> Self {
+        Self { transport, pending: BTreeMap::new(), runtime, reports: Arc::default() }
     }
 
     fn send_snapshot(&self, envelope: &RaftEnvelope) {
@@ -73,10 +68,6 @@ impl TransportNetwork {
         let fail = move |reason: String| {
             tracing::warn!(range = %report.range, to = %report.to, %reason, "snapshot not sent");
             reports.lock().unwrap_or_else(PoisonError::into_inner).push(report);
-        };
-        let Some(runtime) = self.runtime.clone() else {
-            fail("no tokio runtime to stream it on".to_owned());
-            return;
         };
         let Some(snapshot) = envelope.message.snapshot.as_deref() else {
             fail("snapshot message without snapshot".to_owned());
@@ -104,6 +95,7 @@ impl TransportNetwork {
                     cf: file.cf.clone(),
                     size_bytes: file.size_bytes,
                     checksum: file.checksum,
+                    keys: file.keys,
                 })
                 .collect(),
         };
@@ -112,7 +104,7 @@ impl TransportNetwork {
         let node = node_of(envelope.to_store);
         let range = envelope.range;
         let snapshot_id = transport.next_snapshot_id();
-        runtime.spawn(async move {
+        self.runtime.spawn(async move {
             let (sender, receiver) = tokio::sync::mpsc::channel(4);
             let paths: Vec<PathBuf> =
                 data.files.iter().map(|file| PathBuf::from(&file.path)).collect();
@@ -339,7 +331,7 @@ async fn receive_files(
             cf: file.cf.clone(),
             path: path.display().to_string(),
             size_bytes,
-            keys: 0,
+            keys: file.keys,
             checksum,
         });
     }

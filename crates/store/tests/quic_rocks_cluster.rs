@@ -3,7 +3,9 @@
 //! [`StoreRpcHandler`]), each store on its own thread ([`StoreSystem`]). Writes survive a
 //! follower's stop and restart: the restarted store catches up from the leader's log.
 //!
-//! No split here: a running [`StoreSystem`] offers no way to call `Store::split`.
+//! A fourth store joins by snapshot: added as a learner (the leader streams the range's SST
+//! files over the transport's snapshot stream), promoted, and a voter leaves (demoted, then
+//! removed, its data deleted).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
@@ -21,6 +23,7 @@ use tessera_raft::ReplicaId;
 use tessera_store::transport_net::node_of;
 use tessera_store::{
     Store, StoreConfig, StoreHandle, StoreRpcHandler, StoreSystem, TransportNetwork, bootstrap,
+    bootstrap_store,
 };
 use tessera_transport::tls::{NodeTls, TlsSource};
 use tessera_transport::{Transport, TransportConfig};
@@ -30,7 +33,10 @@ use tessera_wire::kv::{
     KvCommand, KvRequest, KvResponse, RawGetRequest, RawPutRequest, RequestContext,
 };
 use tessera_wire::range::{RangeDescriptor, RangeEpoch, Replica, ReplicaRole};
-use tessera_wire::rpc::{RpcRequestBody, RpcResponseBody, RpcResult};
+use tessera_wire::rpc::{
+    ReplicaChange, RpcRequestBody, RpcResponseBody, RpcResult, StoreAdminRequest,
+    StoreAdminResponse,
+};
 use tokio::runtime::Runtime;
 
 const CLUSTER_ID: u64 = 77;
@@ -91,8 +97,10 @@ impl Node {
 fn start(rt: &Runtime, certs: &Path, id: u64, dir: &Path, fresh: bool) -> Running {
     let options = EngineOptions { block_cache_bytes: 8 << 20, ..EngineOptions::default() };
     let (raft, kv) = tessera_engine_rocks::open(dir, &options).unwrap();
-    if fresh {
+    if fresh && id <= 3 {
         bootstrap(&raft, &kv, ident(id), &first_range()).unwrap();
+    } else if fresh {
+        bootstrap_store(&raft, &kv, ident(id)).unwrap();
     }
     let tls =
         NodeTls::load(&TlsSource::DevGenerated { dir: certs.to_owned() }, &format!("node-{id}"))
@@ -106,11 +114,13 @@ fn start(rt: &Runtime, certs: &Path, id: u64, dir: &Path, fresh: bool) -> Runnin
     );
     config.reconnect_backoff_min = Duration::from_millis(20);
     config.reconnect_backoff_max = Duration::from_millis(200);
-    let handler = Arc::new(StoreRpcHandler::new());
+    let snapshot_dir = dir.join("snapshots");
+    let handler = Arc::new(StoreRpcHandler::with_snapshot_dir(snapshot_dir.clone()));
     let transport = Arc::new(rt.block_on(Transport::start(config, handler.clone())).unwrap());
     let addr = transport.local_addr().unwrap();
-    let net = TransportNetwork::new(transport.clone());
-    let store = Store::open(store_config(), raft, kv.clone(), net, ident(id)).unwrap();
+    let net = TransportNetwork::new(transport.clone(), rt.handle().clone());
+    let config = StoreConfig { snapshot_dir, ..store_config() };
+    let store = Store::open(config, raft, kv.clone(), net, ident(id)).unwrap();
     let system = StoreSystem::start(store, 4096).unwrap();
     handler.set_store(system.handle());
     Running { system, transport, handler, kv, addr }
@@ -306,4 +316,132 @@ fn writes_survive_a_follower_restart_over_quic_and_rocksdb() {
         }
     }
     eprintln!("test done in {:?}", started.elapsed());
+}
+
+/// Sends an admin request to a store's mailbox and waits for the answer.
+fn admin(handle: &StoreHandle, request: StoreAdminRequest) -> Result<StoreAdminResponse, RpcError> {
+    let (sender, receiver) = mpsc::channel();
+    handle.admin(
+        request,
+        Box::new(move |result| {
+            let _ = sender.send(result);
+        }),
+    );
+    receiver.recv_timeout(Duration::from_secs(5)).unwrap_or(Err(RpcError::Timeout))
+}
+
+/// Applies one membership change at the leader (`nodes[*guess]` after a put finds it),
+/// retrying retryable refusals until [`DEADLINE`]; returns the new descriptor.
+fn change(nodes: &[Node], guess: &mut usize, change: ReplicaChange) -> RangeDescriptor {
+    let deadline = Instant::now() + DEADLINE;
+    let mut last = None;
+    while Instant::now() < deadline {
+        let leader = leader(nodes, guess);
+        let handle = nodes[leader].running().system.handle();
+        // The current epoch comes back with an EpochNotMatch, as a client would learn it.
+        let stale = StoreAdminRequest::ChangeReplicas {
+            range: RangeId(1),
+            epoch: RangeEpoch::default(),
+            changes: vec![change],
+        };
+        let epoch = match admin(&handle, stale) {
+            Err(RpcError::EpochNotMatch { ranges }) => ranges[0].epoch,
+            other => {
+                last = Some(format!("{other:?}"));
+                continue;
+            }
+        };
+        let request =
+            StoreAdminRequest::ChangeReplicas { range: RangeId(1), epoch, changes: vec![change] };
+        match admin(&handle, request) {
+            Ok(StoreAdminResponse::ChangeReplicas { descriptor }) => return descriptor,
+            other => last = Some(format!("{other:?}")),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{change:?} not applied by the deadline; last answer {last:?}");
+}
+
+/// Waits until `kv` holds exactly the keys `present` with their values and none of
+/// `absent`.
+fn wait_for_keys(kv: &RocksKvEngine, present: std::ops::Range<usize>, what: &str) {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let missing = present
+            .clone()
+            .filter(|&n| {
+                kv.get(Cf::Default, &keys::data_key(&key(n))).unwrap().as_deref()
+                    != Some(&value(n)[..])
+            })
+            .count();
+        if missing == 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: still {missing} keys missing");
+        std::thread::sleep(POLL);
+    }
+}
+
+#[test]
+fn a_store_joins_by_snapshot_and_a_voter_leaves_over_quic_and_rocksdb() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let started = Instant::now();
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let certs = tempfile::tempdir().unwrap();
+    let mut nodes: Vec<Node> =
+        (1..=4).map(|id| Node { id, dir: tempfile::tempdir().unwrap(), running: None }).collect();
+    for node in &mut nodes {
+        node.running = Some(start(&rt, certs.path(), node.id, node.dir.path(), true));
+    }
+    mesh(&nodes);
+    let mut guess = 0;
+    for n in 0..300 {
+        put(&nodes, &mut guess, &key(n), &value(n));
+    }
+
+    // Store 4 holds nothing; as a learner it gets the range by snapshot.
+    let descriptor = change(
+        &nodes,
+        &mut guess,
+        ReplicaChange::AddLearner { id: ReplicaId(4), store_id: StoreId(4) },
+    );
+    assert_eq!(descriptor.replica(ReplicaId(4)).unwrap().role, ReplicaRole::Learner);
+    wait_for_keys(&nodes[3].running().kv, 0..300, "the learner on store 4");
+    eprintln!("store 4 caught up by snapshot after {:?}", started.elapsed());
+    let snapshots = std::fs::read_dir(nodes[3].dir.path().join("snapshots")).unwrap().count();
+    assert_eq!(snapshots, 0, "the received snapshot's files are deleted once installed");
+
+    // Promote it (through a joint configuration), then demote and remove a voter that does
+    // not lead.
+    let descriptor = change(&nodes, &mut guess, ReplicaChange::Promote { id: ReplicaId(4) });
+    assert!(descriptor.replica(ReplicaId(4)).unwrap().role.is_voter());
+    let leader_store = nodes[leader(&nodes, &mut guess)].id;
+    let leaving = (1..=3).find(|id| *id != leader_store).unwrap();
+    change(&nodes, &mut guess, ReplicaChange::Demote { id: ReplicaId(leaving) });
+    let descriptor = change(&nodes, &mut guess, ReplicaChange::Remove { id: ReplicaId(leaving) });
+    assert!(descriptor.replica(ReplicaId(leaving)).is_none());
+    assert_eq!(descriptor.replicas.iter().filter(|r| r.role == ReplicaRole::Voter).count(), 3);
+
+    // The removed store deletes the range's data; writes go on and reach store 4.
+    let removed_kv = nodes[(leaving - 1) as usize].running().kv.clone();
+    let deadline = Instant::now() + DEADLINE;
+    while removed_kv.get(Cf::Default, &keys::data_key(&key(0))).unwrap().is_some() {
+        assert!(Instant::now() < deadline, "store {leaving} kept the removed replica's data");
+        std::thread::sleep(POLL);
+    }
+    for n in 300..350 {
+        put(&nodes, &mut guess, &key(n), &value(n));
+    }
+    wait_for_keys(&nodes[3].running().kv, 0..350, "store 4 as a voter");
+    eprintln!("membership changes done after {:?}", started.elapsed());
+    drop(removed_kv);
+    for node in &mut nodes {
+        if let Some(running) = node.running.take() {
+            stop(&rt, running);
+        }
+    }
 }

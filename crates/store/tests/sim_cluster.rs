@@ -629,7 +629,11 @@ fn random_runs_are_linearizable_and_converge() {
     let seeds: u64 =
         std::env::var("STORE_SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(40);
     // STORE_SIM_SEED=n replays one seed.
-    let first: u64 = std::env::var("STORE_SIM_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
+    // STORE_SIM_FIRST_SEED=n starts the series at n.
+    let first: u64 = ["STORE_SIM_SEED", "STORE_SIM_FIRST_SEED"]
+        .iter()
+        .find_map(|name| std::env::var(name).ok().and_then(|s| s.parse().ok()))
+        .unwrap_or(1);
     let seeds = if std::env::var("STORE_SIM_SEED").is_ok() { 1 } else { seeds };
     let mut ops = 0;
     for seed in first..first + seeds {

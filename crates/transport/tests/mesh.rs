@@ -242,6 +242,7 @@ fn snapshot_chunks(snapshot_id: u64, count: u32, chunk_bytes: usize) -> Vec<Snap
             cf: "default".to_owned(),
             size_bytes: u64::from(count) * chunk_bytes as u64,
             checksum: 0,
+            keys: 0,
         }],
         ..SnapshotHeader::default()
     };

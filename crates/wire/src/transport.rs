@@ -257,6 +257,8 @@ pub struct SnapshotFile {
     pub size_bytes: u64,
     /// CRC-32C of the whole file.
     pub checksum: u32,
+    /// Keys in the file (checked again when it is loaded).
+    pub keys: u64,
 }
 
 /// What the first chunk of a snapshot carries: enough for the receiver to check the snapshot

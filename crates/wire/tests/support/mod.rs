@@ -275,7 +275,12 @@ pub fn snapshot_header() -> impl Strategy<Value = SnapshotHeader> + Clone {
                 descriptor,
                 files: files
                     .into_iter()
-                    .map(|(cf, size_bytes, checksum)| SnapshotFile { cf, size_bytes, checksum })
+                    .map(|(cf, size_bytes, checksum)| SnapshotFile {
+                        cf,
+                        size_bytes,
+                        checksum,
+                        keys: 0,
+                    })
                     .collect(),
             }
         })
@@ -874,7 +879,12 @@ pub fn sample_messages() -> Vec<FrameMessage> {
             },
         },
         descriptor: descriptor.clone(),
-        files: vec![SnapshotFile { cf: "default".into(), size_bytes: 11, checksum: 0xdead_beef }],
+        files: vec![SnapshotFile {
+            cf: "default".into(),
+            size_bytes: 11,
+            checksum: 0xdead_beef,
+            keys: 3,
+        }],
     };
     let lock = LockInfo {
         key: Bytes::from_static(b"k"),
