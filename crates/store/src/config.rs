@@ -41,6 +41,17 @@ pub struct StoreConfig {
     /// Tombstone messages a leader sends to a replica it removed (every heartbeat, counted
     /// only while the replica's store is believed up).
     pub tombstone_sends: u32,
+    /// Ticks between store heartbeats to the placement driver.
+    pub store_heartbeat_ticks: u32,
+    /// Ticks between range heartbeats from each leader to the placement driver.
+    pub range_heartbeat_ticks: u32,
+    /// Ticks between split checks (size, key count and load) of the ranges this store leads.
+    pub split_check_ticks: u32,
+    /// Requests per second (sampled at the leader) above which a range splits by load at
+    /// the median sampled key (0: never).
+    pub load_split_qps: u64,
+    /// Where the store is (`region`, `zone`, `host`, …), from the highest level down.
+    pub labels: Vec<tessera_wire::placement::StoreLabel>,
 }
 
 impl Default for StoreConfig {
@@ -61,6 +72,11 @@ impl Default for StoreConfig {
             log_gc_ticks: 100,
             snapshot_dir: std::env::temp_dir().join("tessera-snapshots"),
             tombstone_sends: 10,
+            store_heartbeat_ticks: 100,
+            range_heartbeat_ticks: 600,
+            split_check_ticks: 100,
+            load_split_qps: 3000,
+            labels: Vec::new(),
         }
     }
 }
@@ -92,6 +108,15 @@ impl StoreConfig {
         }
         if self.log_gc_count_limit == 0 || self.log_gc_ticks == 0 {
             return invalid("log_gc_count_limit and log_gc_ticks must be at least 1");
+        }
+        if self.store_heartbeat_ticks == 0
+            || self.range_heartbeat_ticks == 0
+            || self.split_check_ticks == 0
+        {
+            return invalid(
+                "store_heartbeat_ticks, range_heartbeat_ticks and split_check_ticks must be at \
+                 least 1",
+            );
         }
         if self.snapshot_dir.as_os_str().is_empty() {
             return invalid("snapshot_dir must be set");

@@ -72,6 +72,12 @@ pub struct Store<R: RaftLogEngine, K: KvEngine, N: Network> {
     /// A log-truncation check is due at the next poll.
     pub(crate) gc_due: bool,
     pub(crate) stats: StoreStats,
+    /// The placement driver, if this store talks to one.
+    pub(crate) placement: Option<crate::placement::PlacementState>,
+    /// Draws for load sampling (seeded by the store id: deterministic in the simulator).
+    pub(crate) rng: tessera_raft::SplitMix64,
+    /// Directories of received snapshots stepped since the last round, deleted after it.
+    pub(crate) received_snapshots: Vec<std::path::PathBuf>,
 }
 
 impl<R: RaftLogEngine, K: KvEngine, N: Network> std::fmt::Debug for Store<R, K, N> {
@@ -200,6 +206,9 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
             self.stats.messages_dropped += 1;
             return;
         }
+        if kind == MessageKind::Snapshot {
+            self.note_received_snapshot(&envelope.message);
+        }
         if kind == MessageKind::Snapshot
             && let Err(reason) = self.check_snapshot(range, &envelope.message)
         {
@@ -267,6 +276,9 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
         }
         if persisted.is_empty() {
             self.net.flush();
+            for dir in std::mem::take(&mut self.received_snapshots) {
+                crate::operation::snapshot::remove_snapshot_dir(&dir);
+            }
             return Ok(false);
         }
         self.stats.rounds += 1;
@@ -304,6 +316,9 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
         }
         self.serve_reads();
         self.net.flush();
+        for dir in std::mem::take(&mut self.received_snapshots) {
+            crate::operation::snapshot::remove_snapshot_dir(&dir);
+        }
         Ok(true)
     }
 

@@ -197,6 +197,8 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
                         WriteOp::Put { key, value } => {
                             peer.write_load.bytes += (key.len() + value.len()) as u64;
                             peer.write_load.keys += 1;
+                            peer.traffic.write(key.len() + value.len());
+                            peer.store_traffic.write(key.len() + value.len());
                             apply.put(keys::data_key(&key), value);
                         }
                         WriteOp::Delete { key } => apply.delete(keys::data_key(&key)),
@@ -215,6 +217,8 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
                 if succeeded {
                     peer.write_load.bytes += (key.len() + value.len()) as u64;
                     peer.write_load.keys += 1;
+                    peer.traffic.write(key.len() + value.len());
+                    peer.store_traffic.write(key.len() + value.len());
                     apply.put(data_key, value);
                 }
                 Ok(Applied::Kv(Ok(Some(KvResponse::RawCompareAndSwap { succeeded, previous }))))

@@ -127,6 +127,9 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
             dirty: BTreeSet::new(),
             ticks: 0,
             next_read_id: 1,
+            placement: None,
+            received_snapshots: Vec::new(),
+            rng: tessera_raft::SplitMix64::new(ident.store_id.0),
             gc_due: false,
             early: Vec::new(),
             stats: StoreStats::default(),
@@ -269,6 +272,9 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
             peer_stores: HashMap::new(),
             removed: Vec::new(),
             snapshot_dir: None,
+            traffic: crate::peer::Traffic::default(),
+            store_traffic: crate::peer::Traffic::default(),
+            load: crate::peer::LoadSampler::default(),
         }
     }
 

@@ -95,6 +95,10 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
                                 self.config.scan_bytes_max,
                             )
                         };
+                        if let Ok(response) = &result {
+                            let (keys, bytes) = read_load(response);
+                            peer.count_read(keys, bytes);
+                        }
                         (read.respond)(result);
                     }
                     _ => waiting.push_back(read),
@@ -102,6 +106,19 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
             }
             peer.reads = waiting;
         }
+    }
+}
+
+/// Keys and bytes a read returned, for the range's traffic counters.
+fn read_load(response: &tessera_wire::kv::KvResponse) -> (u64, u64) {
+    use tessera_wire::kv::KvResponse;
+    match response {
+        KvResponse::RawGet { value } => (1, value.as_ref().map_or(0, |v| v.len() as u64)),
+        KvResponse::RawBatchGet { pairs } | KvResponse::RawScan { pairs } => (
+            pairs.len() as u64,
+            pairs.iter().map(|pair| (pair.key.len() + pair.value.len()) as u64).sum(),
+        ),
+        _ => (0, 0),
     }
 }
 

@@ -168,14 +168,6 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
             let proposal = peer.proposals.pop_front().expect("front exists");
             proposal.respond.fail(tessera_wire::errors::RpcError::Timeout);
         }
-        // Files received over the network were copied for this store: delete them. (Files
-        // a simulated network hands over in place belong to the sender.)
-        if let Some(dir) = manifest.files.first().and_then(|file| file.path.parent())
-            && dir.starts_with(&self.config.snapshot_dir)
-            && dir.file_name().is_some_and(|name| name.to_string_lossy().starts_with("rcv-"))
-        {
-            remove_snapshot_dir(dir);
-        }
         self.stats.snapshots_installed += 1;
         metrics::counter!("tessera_store_snapshots_applied_total").increment(1);
         metrics::histogram!("tessera_store_snapshot_apply_seconds")
@@ -185,6 +177,21 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
             "snapshot installed in {:?}", started.elapsed()
         );
         Ok(())
+    }
+
+    /// Notes the directory of a received snapshot's files, to delete at the end of the
+    /// round: by then the snapshot is installed, or Raft did not want it.
+    pub(crate) fn note_received_snapshot(&mut self, message: &Message) {
+        let Some(snapshot) = message.snapshot.as_ref() else { return };
+        let Ok(data) = SnapshotData::decode(&snapshot.data) else { return };
+        // Only copies received for this store (a simulated network may hand over the
+        // sender's own files, which are not ours to delete).
+        if let Some(dir) = data.files.first().and_then(|file| Path::new(&file.path).parent())
+            && dir.starts_with(&self.config.snapshot_dir)
+            && dir.file_name().is_some_and(|name| name.to_string_lossy().starts_with("rcv-"))
+        {
+            self.received_snapshots.push(dir.to_path_buf());
+        }
     }
 
     /// The outcome of sending a snapshot of `range` to replica `to`.

@@ -29,6 +29,7 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
         if now.is_multiple_of(u64::from(self.config.heartbeat_ticks)) {
             self.send_tombstones();
         }
+        self.placement_tick();
         let quiesce_after = self.config.quiesce_after_ticks;
         let mut quiesced = 0u64;
         for (range, peer) in &mut self.peers {

@@ -77,6 +77,12 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
             return;
         }
         peer.idle_ticks = 0;
+        if peer.is_leader()
+            && let Some(key) = sample_key(&request.command)
+        {
+            let draw = self.rng.next_u64();
+            peer.load.record(key, draw);
+        }
         let header = CommandHeader { range, epoch: peer.descriptor.epoch };
         let (command, ok) = match request.command {
             command
@@ -208,6 +214,20 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
 }
 
 use tessera_wire::ids::RangeId;
+
+/// The key a request is sampled by for load-based splitting.
+fn sample_key(command: &KvCommand) -> Option<&Bytes> {
+    match command {
+        KvCommand::RawGet(get) => Some(&get.key),
+        KvCommand::RawBatchGet(get) => get.keys.first(),
+        KvCommand::RawPut(put) => Some(&put.key),
+        KvCommand::RawBatchPut(put) => put.pairs.first().map(|pair| &pair.key),
+        KvCommand::RawDelete(delete) => Some(&delete.key),
+        KvCommand::RawScan(scan) => Some(&scan.start_key),
+        KvCommand::RawCompareAndSwap(cas) => Some(&cas.key),
+        _ => None,
+    }
+}
 
 /// Maps the Raft core's refusal of a proposal to what the client is told.
 pub(crate) fn refusal<R: RaftLogEngine>(peer: &Peer<R>, error: &RaftError) -> RpcError {

@@ -109,6 +109,59 @@ pub(crate) struct RemovedReplica {
     pub(crate) sends_left: u32,
 }
 
+/// Traffic since the last range heartbeat.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Traffic {
+    pub(crate) written_bytes: u64,
+    pub(crate) written_keys: u64,
+    pub(crate) read_bytes: u64,
+    pub(crate) read_keys: u64,
+}
+
+impl Traffic {
+    /// Counts a key of `bytes` (key and value) written.
+    pub(crate) fn write(&mut self, bytes: usize) {
+        self.written_bytes += bytes as u64;
+        self.written_keys += 1;
+    }
+}
+
+/// Requests to this leader since the last split check, and a uniform sample of their keys
+/// (reservoir sampling) for a load-based split.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct LoadSampler {
+    pub(crate) requests: u64,
+    pub(crate) samples: Vec<bytes::Bytes>,
+}
+
+/// Keys a load sampler keeps.
+pub(crate) const LOAD_SAMPLES: usize = 64;
+
+impl LoadSampler {
+    /// Counts one request on `key`; `draw` is a uniform random number.
+    pub(crate) fn record(&mut self, key: &bytes::Bytes, draw: u64) {
+        self.requests += 1;
+        if self.samples.len() < LOAD_SAMPLES {
+            self.samples.push(key.clone());
+        } else {
+            let slot = (draw % self.requests) as usize;
+            if slot < LOAD_SAMPLES {
+                self.samples[slot] = key.clone();
+            }
+        }
+    }
+
+    /// The median sampled key, if enough were sampled.
+    pub(crate) fn median(&self) -> Option<bytes::Bytes> {
+        if self.samples.len() < 8 {
+            return None;
+        }
+        let mut keys = self.samples.clone();
+        keys.sort();
+        Some(keys[keys.len() / 2].clone())
+    }
+}
+
 /// One replica on this store.
 #[derive(Debug)]
 pub struct Peer<R: RaftLogEngine> {
@@ -138,6 +191,12 @@ pub struct Peer<R: RaftLogEngine> {
     /// The directory of the last snapshot this replica built (deleted when a newer one is
     /// built or the replica goes).
     pub(crate) snapshot_dir: Option<PathBuf>,
+    /// Traffic since the last range heartbeat.
+    pub(crate) traffic: Traffic,
+    /// Traffic since the last store heartbeat.
+    pub(crate) store_traffic: Traffic,
+    /// Requests since the last split check (leader only).
+    pub(crate) load: LoadSampler,
 }
 
 impl<R: RaftLogEngine> Peer<R> {
@@ -188,6 +247,14 @@ impl<R: RaftLogEngine> Peer<R> {
     #[must_use]
     pub fn is_quiesced(&self) -> bool {
         self.raw.is_quiesced()
+    }
+
+    /// Counts keys read (for heartbeats).
+    pub(crate) fn count_read(&mut self, keys: u64, bytes: u64) {
+        for traffic in [&mut self.traffic, &mut self.store_traffic] {
+            traffic.read_bytes += bytes;
+            traffic.read_keys += keys;
+        }
     }
 
     /// The known leader as a replica of the descriptor, if any.

@@ -1,5 +1,7 @@
-//! Shared test support: the history checker and a deterministic multi-store cluster.
+//! Shared test support: the history checker, a deterministic multi-store cluster and an
+//! in-process placement driver fake.
 #![allow(dead_code)]
 
 pub mod cluster;
 pub mod history;
+pub mod placement;
