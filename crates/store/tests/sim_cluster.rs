@@ -1,6 +1,6 @@
 //! Whole stores in the deterministic simulator: raw KV through Raft, splits, restarts, and
-//! seeded random runs with crashes, partitions, loss, splits and membership changes (replicas
-//! added by snapshot, promoted, demoted, removed) whose client histories are
+//! seeded random runs with crashes, partitions, loss, splits, leader transfers and membership
+//! changes (replicas added by snapshot, promoted, demoted, removed) whose client histories are
 //! checked for linearizability (todc-utils, Wing–Gong–Lowe) and whose replicas must
 //! converge.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -339,6 +339,9 @@ fn random_run(seed: u64, steps: u64) -> usize {
         if (20..28).contains(&roll) && std::env::var("STORE_SIM_NO_MEMBERSHIP").is_err() {
             membership_step(&mut cluster);
         }
+        if (28..31).contains(&roll) {
+            transfer_step(&mut cluster);
+        }
         for (index, until) in down_until.clone() {
             if until <= now {
                 down_until.remove(&index);
@@ -533,6 +536,37 @@ fn newest_descriptor(cluster: &Cluster, range: RangeId) -> RangeDescriptor {
         .map(|peer| peer.descriptor().clone())
         .max_by_key(|d| (d.epoch.conf_ver, d.epoch.version))
         .unwrap()
+}
+
+/// Asks the leader of a random range to hand leadership to a random other voter.
+fn transfer_step(cluster: &mut Cluster) {
+    let leaders: Vec<(StoreId, RangeDescriptor)> = cluster
+        .nodes
+        .iter()
+        .filter_map(|node| node.store.as_ref().map(|store| (node.id, store)))
+        .flat_map(|(id, store)| {
+            store
+                .peers()
+                .filter(|peer| peer.is_leader() && peer.is_initialized())
+                .map(move |peer| (id, peer.descriptor().clone()))
+        })
+        .collect();
+    if leaders.is_empty() {
+        return;
+    }
+    let (store_id, descriptor) =
+        leaders[cluster.rng.range(0, leaders.len() as u64) as usize].clone();
+    let voters: Vec<_> = descriptor
+        .replicas
+        .iter()
+        .filter(|r| r.role == ReplicaRole::Voter && r.store_id != store_id)
+        .collect();
+    if voters.is_empty() {
+        return;
+    }
+    let to = voters[cluster.rng.range(0, voters.len() as u64) as usize].id;
+    // Refusals (a transfer or membership change in progress) are part of the game.
+    let _ = cluster.store(store_id).unwrap().transfer_leader(descriptor.id, to);
 }
 
 /// One step of a membership rotation on a random range, through its leader: add a learner on

@@ -147,6 +147,9 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
                 }
                 let proposal = peer.proposals.pop_front().expect("front exists");
                 if proposal.index == entry.index && proposal.term == entry.term {
+                    // Committed entries are applied in the round that learns they committed.
+                    metrics::histogram!("tessera_store_propose_to_commit_seconds")
+                        .record(proposal.proposed_at.elapsed().as_secs_f64());
                     let applied = result.take().unwrap_or(Applied::Nothing);
                     apply.answers.push(Answer { proposal, applied });
                 } else {
