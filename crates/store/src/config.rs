@@ -41,6 +41,9 @@ pub struct StoreConfig {
     /// Tombstone messages a leader sends to a replica it removed (every heartbeat, counted
     /// only while the replica's store is believed up).
     pub tombstone_sends: u32,
+    /// Ticks without any message after which a replica asks the others whether it was
+    /// removed (0: never).
+    pub stale_replica_ticks: u32,
     /// Ticks between store heartbeats to the placement driver.
     pub store_heartbeat_ticks: u32,
     /// Ticks between range heartbeats from each leader to the placement driver.
@@ -72,6 +75,7 @@ impl Default for StoreConfig {
             log_gc_ticks: 100,
             snapshot_dir: std::env::temp_dir().join("tessera-snapshots"),
             tombstone_sends: 10,
+            stale_replica_ticks: 3000,
             store_heartbeat_ticks: 100,
             range_heartbeat_ticks: 600,
             split_check_ticks: 100,

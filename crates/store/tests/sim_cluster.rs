@@ -29,7 +29,9 @@ use tessera_wire::rpc::ReplicaChange;
 type Slot<T> = Arc<Mutex<Option<T>>>;
 
 fn config() -> StoreConfig {
-    StoreConfig { quiesce_after_ticks: 0, ..StoreConfig::default() }
+    // Replicas ask whether they were removed after 100 ticks of silence, so the random runs
+    // exercise it (3,000 by default).
+    StoreConfig { quiesce_after_ticks: 0, stale_replica_ticks: 100, ..StoreConfig::default() }
 }
 
 /// Truncates logs often, so that runs cross many truncations.
@@ -807,4 +809,45 @@ fn split_off_ranges_elect_a_leader_without_waiting_an_election_timeout() {
         let steps = cluster.now - start;
         assert!(steps < 16, "split at {n}: the right half took {steps} steps to elect");
     }
+}
+
+#[test]
+fn a_removed_replica_that_never_learnt_it_asks_and_is_deleted() {
+    // No tombstone messages: the removed learner can only find out by asking.
+    let config = StoreConfig { tombstone_sends: 0, stale_replica_ticks: 40, ..config() };
+    let mut cluster = Cluster::with_spares(3, 1, 5, config);
+    put(&mut cluster, &key(1), "one");
+    let change = |cluster: &mut Cluster, change: ReplicaChange| {
+        let (leader, descriptor) = cluster.leader_of(&key(1)).unwrap();
+        let slot: Slot<Result<RangeDescriptor, RpcError>> = Arc::default();
+        let answer = slot.clone();
+        cluster.store(leader).unwrap().change_replicas(
+            descriptor.id,
+            descriptor.epoch,
+            &[change],
+            Box::new(move |result| *answer.lock().unwrap() = Some(result)),
+        );
+        assert!(cluster.run_until(2_000, |_| slot.lock().unwrap().is_some()));
+        slot.lock().unwrap().take().unwrap().unwrap()
+    };
+    change(&mut cluster, ReplicaChange::AddLearner { id: ReplicaId(40), store_id: StoreId(4) });
+    assert!(cluster.run_until(2_000, |c| {
+        c.replica_data().iter().any(|(_, store, data)| *store == StoreId(4) && data.len() == 1)
+    }));
+    // Cut store 4 off, remove its learner, heal.
+    cluster.isolated.insert(StoreId(4));
+    cluster.down.lock().unwrap().insert(StoreId(4));
+    let descriptor = change(&mut cluster, ReplicaChange::Remove { id: ReplicaId(40) });
+    assert!(descriptor.replica(ReplicaId(40)).is_none());
+    for _ in 0..20 {
+        cluster.step(2);
+    }
+    cluster.isolated.clear();
+    cluster.down.lock().unwrap().clear();
+    assert!(cluster.store(StoreId(4)).unwrap().peer(RangeId(1)).is_some(), "not orphaned");
+    assert!(
+        cluster.run_until(2_000, |c| c.store(StoreId(4)).unwrap().peer(RangeId(1)).is_none()),
+        "the removed replica is still there"
+    );
+    assert!(cluster.replica_data().iter().all(|(_, store, _)| *store != StoreId(4)));
 }

@@ -219,7 +219,9 @@ pub enum MessageKind {
     /// Leader → follower: the read index (`index`) for `context`.
     ReadIndexResponse,
     /// Store → replica: the group removed this replica; `index` is the membership version
-    /// (`conf_ver`) that did. Handled by the store (replica GC), never by the Raft core.
+    /// (`conf_ver`) that did. With `index` 0, a replica that heard from no leader for long
+    /// asks whether it was removed (`commit`: its own membership version). Handled by the
+    /// store (replica GC), never by the Raft core.
     Tombstone,
 }
 

@@ -217,7 +217,9 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
             tracing::info!(%range, %reason, "snapshot refused");
             return;
         }
+        let ticks = self.ticks;
         let peer = self.peers.get_mut(&range).expect("created above");
+        peer.last_heard = ticks;
         if peer.descriptor.replica(envelope.message.from).is_none() {
             peer.peer_stores.insert(envelope.message.from, envelope.from_store);
         }

@@ -9,7 +9,7 @@ use tessera_engine::{Cf, KvBatch, KvEngine, RaftLogBatch, RaftLogEngine, keys};
 use tessera_raft::{ConfState, HardState, LogIndex, RawNode, ReplicaId, Term};
 use tessera_wire::errors::RpcError;
 use tessera_wire::ids::RangeId;
-use tessera_wire::raft::MessageKind;
+use tessera_wire::raft::{Message, MessageKind};
 use tessera_wire::range::{RangeDescriptor, Replica, ReplicaRole};
 use tessera_wire::transport::RaftEnvelope;
 
@@ -272,6 +272,7 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
             peer_stores: HashMap::new(),
             removed: Vec::new(),
             snapshot_dir: None,
+            last_heard: self.ticks,
             traffic: crate::peer::Traffic::default(),
             store_traffic: crate::peer::Traffic::default(),
             load: crate::peer::LoadSampler::default(),
@@ -394,11 +395,16 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
     }
 
     /// A `Tombstone` message: the leader says this store's replica was removed at the
-    /// membership version in `index`.
+    /// membership version in `index` — or, with `index` 0, a replica that has not heard
+    /// from a leader for long asks whether it was removed.
     pub(crate) fn on_tombstone(&mut self, envelope: &RaftEnvelope) -> Result<()> {
         let range = envelope.range;
         let Some(peer) = self.peers.get(&range) else { return Ok(()) };
         let conf_ver = envelope.message.index.0;
+        if conf_ver == 0 {
+            self.answer_stale_query(envelope);
+            return Ok(());
+        }
         if envelope.message.to != peer.replica_id
             || (peer.is_initialized() && peer.descriptor.epoch.conf_ver >= conf_ver)
         {
@@ -414,6 +420,66 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
         }
         tombstone.epoch.conf_ver = conf_ver;
         self.destroy_peer(tombstone)
+    }
+
+    /// Answers a replica asking whether it was removed: any replica whose membership
+    /// version is newer than the asker's and whose descriptor does not list it knows the
+    /// asker was removed in between (replica ids are never reused, so a removed replica
+    /// never comes back under its id). Otherwise it stays silent.
+    fn answer_stale_query(&mut self, envelope: &RaftEnvelope) {
+        let Some(peer) = self.peers.get(&envelope.range) else { return };
+        let asker = envelope.message.from;
+        let asker_conf_ver = envelope.message.commit.0;
+        if !peer.is_initialized()
+            || peer.descriptor.replica(asker).is_some()
+            || peer.descriptor.epoch.conf_ver <= asker_conf_ver
+        {
+            return;
+        }
+        let mut reply =
+            Message::new(MessageKind::Tombstone, peer.replica_id, asker, peer.raw.raft().term());
+        reply.index = LogIndex(peer.descriptor.epoch.conf_ver);
+        self.stats.messages_sent += 1;
+        self.net.send(RaftEnvelope {
+            range: envelope.range,
+            from_store: self.ident.store_id,
+            to_store: envelope.from_store,
+            message: reply,
+        });
+        tracing::info!(range = %envelope.range, %asker, "told a removed replica it is gone");
+    }
+
+    /// Replicas that have heard from no leader for `stale_replica_ticks` ask the others
+    /// whether they were removed (a removed replica may never learn it otherwise).
+    pub(crate) fn check_stale_replicas(&mut self) {
+        let stale_after = u64::from(self.config.stale_replica_ticks);
+        if stale_after == 0 {
+            return;
+        }
+        let now = self.ticks;
+        for peer in self.peers.values_mut() {
+            if peer.is_leader() || !peer.is_initialized() || now - peer.last_heard < stale_after {
+                continue;
+            }
+            peer.last_heard = now;
+            let term = peer.raw.raft().term();
+            for replica in &peer.descriptor.replicas {
+                if replica.id == peer.replica_id || !replica.role.is_voter() {
+                    continue;
+                }
+                let mut query =
+                    Message::new(MessageKind::Tombstone, peer.replica_id, replica.id, term);
+                query.commit = LogIndex(peer.descriptor.epoch.conf_ver);
+                self.stats.messages_sent += 1;
+                self.net.send(RaftEnvelope {
+                    range: peer.descriptor.id,
+                    from_store: self.ident.store_id,
+                    to_store: replica.store_id,
+                    message: query,
+                });
+            }
+            metrics::counter!("tessera_store_stale_replica_checks_total").increment(1);
+        }
     }
 
     /// Makes this store's replica of `range` campaign now (tests, and the right-hand range

@@ -30,6 +30,9 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
             self.send_tombstones();
         }
         self.placement_tick();
+        if now.is_multiple_of(u64::from(self.config.election_ticks)) {
+            self.check_stale_replicas();
+        }
         let quiesce_after = self.config.quiesce_after_ticks;
         let mut quiesced = 0u64;
         for (range, peer) in &mut self.peers {

@@ -191,6 +191,8 @@ pub struct Peer<R: RaftLogEngine> {
     /// The directory of the last snapshot this replica built (deleted when a newer one is
     /// built or the replica goes).
     pub(crate) snapshot_dir: Option<PathBuf>,
+    /// When (store ticks) a message last reached this replica, for the stale-replica check.
+    pub(crate) last_heard: u64,
     /// Traffic since the last range heartbeat.
     pub(crate) traffic: Traffic,
     /// Traffic since the last store heartbeat.
