@@ -458,7 +458,13 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
         }
         let now = self.ticks;
         for peer in self.peers.values_mut() {
-            if peer.is_leader() || !peer.is_initialized() || now - peer.last_heard < stale_after {
+            // A quiesced replica is silent by agreement with its leader (and wakes when that
+            // leader's store goes down); it does not ask.
+            if peer.is_leader()
+                || !peer.is_initialized()
+                || peer.is_quiesced()
+                || now - peer.last_heard < stale_after
+            {
                 continue;
             }
             peer.last_heard = now;
