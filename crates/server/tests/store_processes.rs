@@ -1,7 +1,8 @@
 //! Real `tessera store` processes on loopback with RocksDB and QUIC: 121 ranges after
 //! splits; the store leading the most of them is killed with SIGKILL, writes to every range
 //! continue on the others, the store restarts from its directory and catches up; no
-//! acknowledged write is lost.
+//! acknowledged write is lost. A fourth store process joins holding nothing and gets a
+//! replica of every range by snapshot, surviving a SIGKILL halfway.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
@@ -22,9 +23,10 @@ use tessera_wire::ids::{NodeId, RangeId, StoreId};
 use tessera_wire::kv::{
     KvCommand, KvRequest, KvResponse, RawGetRequest, RawPutRequest, ReadMode, RequestContext,
 };
-use tessera_wire::range::{RangeDescriptor, RangeEpoch};
+use tessera_wire::range::{RangeDescriptor, RangeEpoch, ReplicaRole};
 use tessera_wire::rpc::{
-    RpcRequestBody, RpcResponseBody, RpcResult, StoreAdminRequest, StoreAdminResponse,
+    ReplicaChange, RpcRequestBody, RpcResponseBody, RpcResult, StoreAdminRequest,
+    StoreAdminResponse,
 };
 use tessera_wire::transport::RaftEnvelope;
 
@@ -59,6 +61,18 @@ fn free_port() -> SocketAddr {
 }
 
 fn spawn(id: u64, addrs: &[SocketAddr], data: &Path, certs: &Path) -> StoreProcess {
+    spawn_with(id, addrs, data, certs, true)
+}
+
+/// Starts store `id`; `initial`: it is one of the stores that bootstrap the first range
+/// (stores 1 to 3), else it joins holding nothing.
+fn spawn_with(
+    id: u64,
+    addrs: &[SocketAddr],
+    data: &Path,
+    certs: &Path,
+    initial: bool,
+) -> StoreProcess {
     let mut command = Command::new(env!("CARGO_BIN_EXE_tessera"));
     command
         .arg("store")
@@ -66,9 +80,12 @@ fn spawn(id: u64, addrs: &[SocketAddr], data: &Path, certs: &Path) -> StoreProce
         .arg("--data-dir")
         .arg(data.join(format!("store-{id}")))
         .args(["--listen", &addrs[id as usize - 1].to_string()])
-        .args(["--initial-stores", "1,2,3", "--tick-ms", "20"])
+        .args(["--tick-ms", "20"])
         .arg("--insecure-dev-certs")
         .arg(certs);
+    if initial {
+        command.args(["--initial-stores", "1,2,3"]);
+    }
     for (index, addr) in addrs.iter().enumerate() {
         let peer = index as u64 + 1;
         if peer != id {
@@ -240,6 +257,60 @@ impl Client {
         self.routes.learn(right);
     }
 
+    /// Applies one membership change to the range holding `at`, at its leader; a change
+    /// already in place (a retry after a lost answer) counts as done.
+    fn change(&mut self, at: &Bytes, change: ReplicaChange) {
+        let deadline = Instant::now() + DEADLINE;
+        let done = |descriptor: &RangeDescriptor| match change {
+            ReplicaChange::AddLearner { id, .. } => descriptor.replica(id).is_some(),
+            ReplicaChange::Promote { id } => {
+                descriptor.replica(id).is_some_and(|r| r.role == ReplicaRole::Voter)
+            }
+            ReplicaChange::Demote { id } => {
+                descriptor.replica(id).is_some_and(|r| r.role == ReplicaRole::Learner)
+            }
+            ReplicaChange::Remove { id } => descriptor.replica(id).is_none(),
+        };
+        let mut last = None;
+        while Instant::now() < deadline {
+            let descriptor = self.routes.range_of(at);
+            if done(&descriptor) && !descriptor.replicas.is_empty() {
+                return;
+            }
+            let store = *self.routes.leaders.get(&descriptor.id).unwrap_or(&1);
+            let body = RpcRequestBody::StoreAdmin(StoreAdminRequest::ChangeReplicas {
+                range: descriptor.id,
+                epoch: descriptor.epoch,
+                changes: vec![change],
+            });
+            match self.rpc(store, body) {
+                Ok(RpcResponseBody::StoreAdmin(StoreAdminResponse::ChangeReplicas {
+                    descriptor,
+                })) => {
+                    self.routes.learn(descriptor);
+                    return;
+                }
+                Ok(other) => panic!("unexpected answer {other:?}"),
+                Err(RpcError::NotLeader { leader: Some(leader), range }) => {
+                    self.routes.leaders.insert(range, leader.store_id.0);
+                }
+                Err(RpcError::EpochNotMatch { ranges }) => {
+                    for range in ranges {
+                        self.routes.learn(range);
+                    }
+                }
+                Err(error) => {
+                    if !matches!(error, RpcError::ServerBusy { .. }) {
+                        self.routes.leaders.insert(descriptor.id, store % 3 + 1);
+                    }
+                    last = Some(error);
+                    std::thread::sleep(POLL);
+                }
+            }
+        }
+        panic!("{change:?} at {at:?} never applied; last error {last:?}");
+    }
+
     /// Reads `key` from `store` (the leader, or any replica by a follower read).
     fn get_from(&self, store: u64, key: &Bytes, mode: ReadMode) -> Result<Option<Bytes>, RpcError> {
         let descriptor = self.routes.range_of(key);
@@ -324,4 +395,62 @@ fn killed_store_restarts_and_catches_up_without_losing_acknowledged_writes() {
         }
     }
     drop(stores);
+}
+
+#[test]
+fn a_joining_store_process_gets_every_range_by_snapshot_across_a_kill() {
+    const SPLITS: usize = 12;
+    let dir = tempfile::tempdir().unwrap();
+    let certs: PathBuf = dir.path().join("certs");
+    let addrs: Vec<SocketAddr> = (0..4).map(|_| free_port()).collect();
+    let mut client = Client::new(&certs, &addrs);
+    let _stores: Vec<StoreProcess> =
+        (1..=3).map(|id| spawn(id, &addrs, dir.path(), &certs)).collect();
+    for n in 0..200 {
+        client.put(&key(n), &value(n));
+    }
+    for n in 1..=SPLITS {
+        client.split(&key(n * 15), 2_000 + n as u64);
+    }
+    let starts: Vec<Bytes> = client.routes.ranges.keys().cloned().collect();
+    assert_eq!(starts.len(), SPLITS + 1);
+
+    // Store 4 joins holding nothing; each range adds it as a learner (by snapshot). It is
+    // killed halfway and restarted.
+    let mut joiner = Some(spawn_with(4, &addrs, dir.path(), &certs, false));
+    for (index, start) in starts.iter().enumerate() {
+        if index == starts.len() / 2 {
+            // SIGKILL (dropping the process kills it), then restart from its directory.
+            drop(joiner.take());
+            joiner = Some(spawn_with(4, &addrs, dir.path(), &certs, false));
+        }
+        let id = client.routes.range_of(start).id;
+        let learner = ReplicaId(id.0 * 10 + 4);
+        client.change(start, ReplicaChange::AddLearner { id: learner, store_id: StoreId(4) });
+    }
+    for n in 200..260 {
+        client.put(&key(n), &value(n));
+    }
+    // Promotion waits for each learner to catch up; then every key reads from store 4.
+    for start in &starts {
+        let id = client.routes.range_of(start).id;
+        client.change(start, ReplicaChange::Promote { id: ReplicaId(id.0 * 10 + 4) });
+    }
+    for n in 0..260 {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let got = client.get_from(4, &key(n), ReadMode::ReplicaRead);
+            if got == Ok(Some(value(n))) {
+                break;
+            }
+            if let Err(RpcError::EpochNotMatch { ranges }) = &got {
+                for range in ranges.clone() {
+                    client.routes.learn(range);
+                }
+            }
+            assert!(Instant::now() < deadline, "key {n} from store 4: {got:?}");
+            std::thread::sleep(POLL);
+        }
+    }
+    drop(joiner);
 }
