@@ -46,7 +46,8 @@ pub struct StoreConfig {
     pub stale_replica_ticks: u32,
     /// Ticks between store heartbeats to the placement driver.
     pub store_heartbeat_ticks: u32,
-    /// Ticks between range heartbeats from each leader to the placement driver.
+    /// Ticks between range heartbeats from each leader to the placement driver (a range
+    /// also reports at the next tick after it splits, changes membership or gets a leader).
     pub range_heartbeat_ticks: u32,
     /// Ticks between split checks (size, key count and load) of the ranges this store leads.
     pub split_check_ticks: u32,
@@ -77,7 +78,7 @@ impl Default for StoreConfig {
             tombstone_sends: 10,
             stale_replica_ticks: 3000,
             store_heartbeat_ticks: 100,
-            range_heartbeat_ticks: 600,
+            range_heartbeat_ticks: 100,
             split_check_ticks: 100,
             load_split_qps: 3000,
             labels: Vec::new(),

@@ -232,3 +232,37 @@ fn a_hot_range_splits_by_load() {
         "the split was not reported"
     );
 }
+
+#[test]
+fn leader_changes_and_splits_are_reported_at_once() {
+    // Periodic range heartbeats practically never: only the immediate ones show.
+    let config = StoreConfig { range_heartbeat_ticks: 100_000, split_keys: 20, ..config() };
+    let mut cluster = Cluster::new(3, 19, config);
+    let fake = FakePlacement::new();
+    connect(&mut cluster, &fake);
+    put(&mut cluster, &key(0));
+    let heartbeats = |fake: &FakePlacement| -> Vec<RangeId> {
+        fake.requests()
+            .iter()
+            .filter_map(|request| match request {
+                PlacementRequest::RangeHeartbeat(heartbeat) => Some(heartbeat.descriptor.id),
+                _ => None,
+            })
+            .collect()
+    };
+    // Leadership was gained after the fake connected (the first election).
+    assert!(cluster.run_until(50, |_| heartbeats(&fake).contains(&RangeId(1))));
+    let before = heartbeats(&fake).len();
+    for n in 1..50 {
+        put(&mut cluster, &key(n));
+    }
+    assert!(cluster.run_until(3_000, |c| ranges(c) >= 2), "no split");
+    assert!(
+        cluster.run_until(50, |_| {
+            let after = heartbeats(&fake);
+            after.len() >= before + 2 && after.iter().any(|range| range.0 > 10_000)
+        }),
+        "the split's ranges did not report: {:?}",
+        heartbeats(&fake)
+    );
+}

@@ -78,6 +78,9 @@ pub struct Store<R: RaftLogEngine, K: KvEngine, N: Network> {
     pub(crate) rng: tessera_raft::SplitMix64,
     /// Directories of received snapshots stepped since the last round, deleted after it.
     pub(crate) received_snapshots: Vec<std::path::PathBuf>,
+    /// Ranges whose leader owes placement a heartbeat now (split, membership or leader
+    /// change).
+    pub(crate) heartbeat_due: BTreeSet<RangeId>,
 }
 
 impl<R: RaftLogEngine, K: KvEngine, N: Network> std::fmt::Debug for Store<R, K, N> {
@@ -335,7 +338,9 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
         let peer = self.peers.get_mut(&range).expect("staged ranges exist");
         if let Some(soft) = ready.soft_state {
             peer.leader = soft.leader;
-            if !peer.is_leader() {
+            if peer.is_leader() {
+                self.heartbeat_due.insert(range);
+            } else {
                 self.on_lost_leadership(range);
             }
         }

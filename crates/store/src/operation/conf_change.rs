@@ -283,6 +283,7 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
         for replica in &descriptor.replicas {
             peer.peer_stores.remove(&replica.id);
         }
+        self.heartbeat_due.insert(range);
         self.stats.conf_changes += 1;
         metrics::counter!("tessera_store_conf_changes_total").increment(1);
         tracing::info!(%range, ?descriptor, "membership changed");

@@ -1,7 +1,8 @@
 //! Heartbeats to the placement driver and the work its answers carry: a store heartbeat
 //! (capacity, usage, counts, labels, traffic) every `store_heartbeat_ticks`, a range
 //! heartbeat from every leader (descriptor, leader, pending and down replicas, size, keys,
-//! traffic) every `range_heartbeat_ticks`, and split checks every `split_check_ticks` (by
+//! traffic) every `range_heartbeat_ticks` and at the next tick after its range split,
+//! changed membership or got this leader, and split checks every `split_check_ticks` (by
 //! size and key count, and by load: a leader whose sampled requests per second pass
 //! `load_split_qps` splits at the median sampled key). Splits ask the placement driver for
 //! ids, then report the result. Commands in range-heartbeat answers (leader transfer,
@@ -78,7 +79,10 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
 
     /// The placement work of one tick.
     pub(crate) fn placement_tick(&mut self) {
-        let Some(mut state) = self.placement.take() else { return };
+        let Some(mut state) = self.placement.take() else {
+            self.heartbeat_due.clear();
+            return;
+        };
         for request in state.take_outbox() {
             state.send(request);
         }
@@ -97,8 +101,9 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
         if now - state.last_store_heartbeat >= u64::from(self.config.store_heartbeat_ticks) {
             self.store_heartbeat(&mut state);
         }
-        if now - state.last_range_heartbeat >= u64::from(self.config.range_heartbeat_ticks) {
-            self.range_heartbeats(&mut state);
+        let all = now - state.last_range_heartbeat >= u64::from(self.config.range_heartbeat_ticks);
+        if all || !self.heartbeat_due.is_empty() {
+            self.range_heartbeats(&mut state, all);
         }
         if now.is_multiple_of(u64::from(self.config.split_check_ticks)) {
             self.ask_splits(&mut state);
@@ -137,14 +142,21 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
             .increment(1);
     }
 
-    fn range_heartbeats(&mut self, state: &mut PlacementState) {
-        let interval_ms = (self.ticks - state.last_range_heartbeat) * self.config.tick_interval_ms;
-        state.last_range_heartbeat = self.ticks;
+    /// Range heartbeats from every leader here (`all`), or only from those whose range
+    /// split, changed membership or gained its leader since the last tick.
+    fn range_heartbeats(&mut self, state: &mut PlacementState, all: bool) {
+        if all {
+            state.last_range_heartbeat = self.ticks;
+        }
+        let due = std::mem::take(&mut self.heartbeat_due);
         let tick_ms = self.config.tick_interval_ms;
         for peer in self.peers.values_mut() {
-            if !peer.is_leader() || !peer.is_initialized() {
+            if !peer.is_leader() || !peer.is_initialized() || !(all || due.contains(&peer.range()))
+            {
                 continue;
             }
+            let interval_ms = (self.ticks - peer.last_heartbeat) * tick_ms;
+            peer.last_heartbeat = self.ticks;
             let traffic = std::mem::take(&mut peer.traffic);
             let span = keys::data_span(&peer.descriptor.start_key, &peer.descriptor.end_key);
             let size = self.kv.span_stats(&span).unwrap_or_default();

@@ -125,6 +125,8 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
         if !right_exists {
             apply.new_ranges.push(NewRange { descriptor: right.clone(), campaign });
         }
+        self.heartbeat_due.insert(range);
+        self.heartbeat_due.insert(new_range);
         tracing::info!(%range, %new_range, split_key = %keys::escape(split_key), "range split");
         metrics::counter!("tessera_store_splits_total").increment(1);
         Ok((left, right))

@@ -193,6 +193,8 @@ pub struct Peer<R: RaftLogEngine> {
     pub(crate) snapshot_dir: Option<PathBuf>,
     /// When (store ticks) a message last reached this replica, for the stale-replica check.
     pub(crate) last_heard: u64,
+    /// When (store ticks) this replica last sent a range heartbeat (as leader).
+    pub(crate) last_heartbeat: u64,
     /// Traffic since the last range heartbeat.
     pub(crate) traffic: Traffic,
     /// Traffic since the last store heartbeat.
