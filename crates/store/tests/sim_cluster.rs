@@ -299,7 +299,7 @@ fn random_run(seed: u64, steps: u64) -> usize {
     let mut pending: BTreeMap<u64, Pending> = BTreeMap::new();
     let mut next_value = 1u64;
     let mut down_until: BTreeMap<usize, u64> = BTreeMap::new();
-    let mut split_points = vec![2u64, 4, 6];
+    let mut split_points = vec![4u64, 2, 6, 1, 3, 5, 7];
     let mut completed = 0usize;
     for _ in 0..steps {
         let now = cluster.now;
