@@ -306,6 +306,10 @@ async fn receive_files(
             if chunk.offset != *done {
                 return Err(format!("chunk at {} of file {index}, expected {done}", chunk.offset));
             }
+            let declared = header.files[index].size_bytes;
+            if *done + chunk.data.len() as u64 > declared {
+                return Err(format!("file {index} grows past its declared {declared} bytes"));
+            }
             let mut file = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)

@@ -139,6 +139,10 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
 
     /// Steps a message from another store into its range.
     pub fn on_raft_message(&mut self, envelope: RaftEnvelope) {
+        if envelope.message.kind == MessageKind::Snapshot {
+            // Received files go at the end of the round, whatever becomes of the message.
+            self.note_received_snapshot(&envelope.message);
+        }
         if envelope.to_store != self.ident.store_id {
             self.stats.messages_dropped += 1;
             tracing::debug!(to = %envelope.to_store, "raft message for another store dropped");
@@ -208,9 +212,6 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
             // here, and its replica must not have voted in a term it does not remember.
             self.stats.messages_dropped += 1;
             return;
-        }
-        if kind == MessageKind::Snapshot {
-            self.note_received_snapshot(&envelope.message);
         }
         if kind == MessageKind::Snapshot
             && let Err(reason) = self.check_snapshot(range, &envelope.message)
