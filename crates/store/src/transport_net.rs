@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -28,6 +29,10 @@ use crate::snapshot::{SnapshotData, SnapshotDataFile};
 const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
 /// How long one snapshot transfer may take.
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(600);
+/// Snapshots one store sends at once; more are refused (reported failed, so Raft retries
+/// later) rather than queued: a store joining with thousands of ranges must not start
+/// thousands of transfers.
+const SNAPSHOT_SENDS_MAX: usize = 4;
 
 /// The node that hosts `store` (one store per node).
 #[must_use]
@@ -52,6 +57,7 @@ pub struct TransportNetwork {
     pending: BTreeMap<NodeId, Vec<RaftEnvelope>>,
     runtime: tokio::runtime::Handle,
     reports: Arc<Mutex<Vec<SnapshotReport>>>,
+    sending: Arc<AtomicUsize>,
 }
 
 impl TransportNetwork {
@@ -59,7 +65,13 @@ impl TransportNetwork {
     /// `runtime` (the transport's).
     #[must_use]
     pub fn new(transport: Arc<Transport>, runtime: tokio::runtime::Handle) -> Self {
-        Self { transport, pending: BTreeMap::new(), runtime, reports: Arc::default() }
+        Self {
+            transport,
+            pending: BTreeMap::new(),
+            runtime,
+            reports: Arc::default(),
+            sending: Arc::default(),
+        }
     }
 
     fn send_snapshot(&self, envelope: &RaftEnvelope) {
@@ -69,13 +81,25 @@ impl TransportNetwork {
             tracing::warn!(range = %report.range, to = %report.to, %reason, "snapshot not sent");
             reports.lock().unwrap_or_else(PoisonError::into_inner).push(report);
         };
+
+        if self.sending.fetch_add(1, Ordering::AcqRel) >= SNAPSHOT_SENDS_MAX {
+            self.sending.fetch_sub(1, Ordering::AcqRel);
+            fail(format!("{SNAPSHOT_SENDS_MAX} snapshots already in flight"));
+            return;
+        }
+        let sending = self.sending.clone();
+        let done = move || {
+            sending.fetch_sub(1, Ordering::AcqRel);
+        };
         let Some(snapshot) = envelope.message.snapshot.as_deref() else {
+            done();
             fail("snapshot message without snapshot".to_owned());
             return;
         };
         let data = match SnapshotData::decode(&snapshot.data) {
             Ok(data) => data,
             Err(reason) => {
+                done();
                 fail(reason);
                 return;
             }
@@ -121,6 +145,7 @@ impl TransportNetwork {
             if !ok {
                 tracing::warn!(%range, ?sent, ?read, "snapshot transfer failed");
             }
+            done();
             reports.lock().unwrap_or_else(PoisonError::into_inner).push(SnapshotReport {
                 range,
                 to: report.to,
