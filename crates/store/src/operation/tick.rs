@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use tessera_engine::{KvEngine, RaftLogEngine};
 use tessera_raft::ReplicaId;
 use tessera_wire::errors::RpcError;
-use tessera_wire::ids::RangeId;
+use tessera_wire::ids::{RangeId, StoreId};
 
 use crate::env::Network;
 use crate::fsm::Store;
@@ -35,6 +35,18 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
         }
         let quiesce_after = self.config.quiesce_after_ticks;
         let mut quiesced = 0u64;
+        // Node liveness, asked once per store per tick (the network may take locks to
+        // answer, and thousands of sleeping ranges ask about the same few stores).
+        let mut liveness: Vec<(StoreId, bool)> = Vec::new();
+        let net = &self.net;
+        let mut alive = |store: StoreId| {
+            if let Some((_, up)) = liveness.iter().find(|(id, _)| *id == store) {
+                return *up;
+            }
+            let up = net.store_alive(store);
+            liveness.push((store, up));
+            up
+        };
         for (range, peer) in &mut self.peers {
             // Expire reads whatever the range's state.
             if peer.reads.iter().any(|read| read.deadline_tick <= now) {
@@ -50,12 +62,10 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
                 // A sleeping follower whose leader's store is down wakes and will campaign; a
                 // sleeping leader wakes when a follower it slept without comes back.
                 let wake = if peer.is_leader() {
-                    peer.slept_without.iter().any(|store| self.net.store_alive(*store))
+                    peer.slept_without.iter().any(|store| alive(*store))
                 } else {
                     peer.leader == ReplicaId::NONE
-                        || peer
-                            .store_of(peer.leader)
-                            .is_none_or(|store| !self.net.store_alive(store))
+                        || peer.store_of(peer.leader).is_none_or(|store| !alive(store))
                 };
                 if !wake {
                     quiesced += 1;
@@ -76,7 +86,7 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
                     .descriptor
                     .replicas
                     .iter()
-                    .filter(|replica| !self.net.store_alive(replica.store_id))
+                    .filter(|replica| !alive(replica.store_id))
                     .copied()
                     .collect();
                 let unreachable: Vec<ReplicaId> = down.iter().map(|replica| replica.id).collect();
