@@ -208,6 +208,8 @@ impl Network for TransportNetwork {
 pub struct StoreRpcHandler {
     store: Mutex<Option<StoreHandle>>,
     snapshot_dir: Option<PathBuf>,
+    /// Numbers the directories of incoming snapshots (unique within the process).
+    received: std::sync::atomic::AtomicU64,
 }
 
 impl StoreRpcHandler {
@@ -221,7 +223,7 @@ impl StoreRpcHandler {
     /// `snapshot_dir`).
     #[must_use]
     pub fn with_snapshot_dir(dir: PathBuf) -> Self {
-        Self { store: Mutex::default(), snapshot_dir: Some(dir) }
+        Self { snapshot_dir: Some(dir), ..Self::default() }
     }
 
     /// Routes everything that arrives from now on to `handle` (replacing any earlier one).
@@ -316,6 +318,11 @@ async fn receive_files(
     chunks: &mut SnapshotReceiver,
     dir: &Path,
 ) -> Result<SnapshotData, String> {
+    let declared: u64 = header.files.iter().map(|file| file.size_bytes).sum();
+    let (_, available) = crate::operation::heartbeat::disk_space(dir);
+    if available > 0 && declared > available {
+        return Err(format!("{declared} bytes declared, {available} free on disk"));
+    }
     std::fs::create_dir_all(dir).map_err(|error| format!("creating {}: {error}", dir.display()))?;
     let path_of = |index: usize| dir.join(format!("{index}.sst"));
     let mut written = vec![0u64; header.files.len()];
@@ -376,6 +383,7 @@ impl Handler for StoreRpcHandler {
     ) -> BoxFuture<SnapshotStatus> {
         let handle = self.handle();
         let base = self.snapshot_dir.clone();
+        let number = self.received.fetch_add(1, Ordering::Relaxed);
         Box::pin(async move {
             let rejected = |reason: String| SnapshotStatus::Rejected { reason };
             let (Some(handle), Some(base)) = (handle, base) else {
@@ -383,12 +391,9 @@ impl Handler for StoreRpcHandler {
             };
             let range = header.descriptor.id;
             let dir = base.join(format!(
-                "rcv-{}-{range}-{}-{}",
+                "rcv-{}-{range}-{}-{}-{number}",
                 header.to_store, header.from_store, header.metadata.index
             ));
-            if dir.exists() {
-                crate::operation::snapshot::remove_snapshot_dir(&dir);
-            }
             let data = match receive_files(&header, &mut chunks, &dir).await {
                 Ok(data) => data,
                 Err(reason) => {
@@ -401,6 +406,10 @@ impl Handler for StoreRpcHandler {
                 Message::new(MessageKind::Snapshot, header.from, header.to, header.term);
             message.snapshot =
                 Some(Box::new(Snapshot { metadata: header.metadata.clone(), data: data.encode() }));
+            if data.files.is_empty() {
+                // Nothing for the store to delete later.
+                crate::operation::snapshot::remove_snapshot_dir(&dir);
+            }
             handle.send_raft(vec![RaftEnvelope {
                 range,
                 from_store: header.from_store,
@@ -411,7 +420,14 @@ impl Handler for StoreRpcHandler {
         })
     }
 
-    fn on_raft(&self, from: NodeId, envelopes: Vec<RaftEnvelope>) {
+    fn on_raft(&self, from: NodeId, mut envelopes: Vec<RaftEnvelope>) {
+        // Snapshots arrive only on their own stream (`on_snapshot`), with their files; one
+        // in a message batch would name files the store must not trust.
+        let before = envelopes.len();
+        envelopes.retain(|envelope| envelope.message.kind != MessageKind::Snapshot);
+        if envelopes.len() < before {
+            tracing::warn!(%from, "snapshot messages outside a snapshot stream dropped");
+        }
         match self.handle() {
             Some(handle) => handle.send_raft(envelopes),
             None => {

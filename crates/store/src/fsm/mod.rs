@@ -76,8 +76,12 @@ pub struct Store<R: RaftLogEngine, K: KvEngine, N: Network> {
     pub(crate) placement: Option<crate::placement::PlacementState>,
     /// Draws for load sampling (seeded by the store id: deterministic in the simulator).
     pub(crate) rng: tessera_raft::SplitMix64,
-    /// Directories of received snapshots stepped since the last round, deleted after it.
-    pub(crate) received_snapshots: Vec<std::path::PathBuf>,
+    /// Directories of received snapshots, with the number of the last round started when
+    /// their message was stepped: deleted at the end of the next round, which handled the
+    /// Ready that carried them (or Raft did not want them).
+    pub(crate) received_snapshots: Vec<(std::path::PathBuf, u64)>,
+    /// Rounds started.
+    pub(crate) polls: u64,
     /// Ranges whose leader owes placement a heartbeat now (split, membership or leader
     /// change).
     pub(crate) heartbeat_due: BTreeSet<RangeId>,
@@ -257,6 +261,7 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
     /// # Errors
     /// An engine failure: the store must stop and restart from disk.
     pub fn poll(&mut self) -> Result<bool> {
+        self.polls += 1;
         if std::mem::take(&mut self.gc_due) {
             self.log_gc()?;
         }
@@ -282,9 +287,7 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
         }
         if persisted.is_empty() {
             self.net.flush();
-            for dir in std::mem::take(&mut self.received_snapshots) {
-                crate::operation::snapshot::remove_snapshot_dir(&dir);
-            }
+            self.remove_received_snapshots();
             return Ok(false);
         }
         self.stats.rounds += 1;
@@ -322,9 +325,7 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
         }
         self.serve_reads();
         self.net.flush();
-        for dir in std::mem::take(&mut self.received_snapshots) {
-            crate::operation::snapshot::remove_snapshot_dir(&dir);
-        }
+        self.remove_received_snapshots();
         Ok(true)
     }
 
@@ -366,6 +367,19 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
             committed: ready.committed_entries,
             reads: ready.read_states,
         })
+    }
+
+    /// Deletes the received snapshot files whose Ready this round handled.
+    fn remove_received_snapshots(&mut self) {
+        let polls = self.polls;
+        self.received_snapshots.retain(|(dir, stepped)| {
+            if *stepped < polls {
+                crate::operation::snapshot::remove_snapshot_dir(dir);
+                false
+            } else {
+                true
+            }
+        });
     }
 
     pub(crate) fn send(net: &mut N, stats: &mut StoreStats, peer: &Peer<R>, message: Message) {

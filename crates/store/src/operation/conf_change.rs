@@ -9,7 +9,7 @@
 //! messages for a while, and a store deletes a replica told it is gone by a newer epoch.
 
 use rkyv::{Archive, Deserialize, Serialize};
-use tessera_engine::{KvEngine, RaftLogEngine};
+use tessera_engine::{Cf, KvBatch, KvEngine, RaftLogEngine, keys};
 use tessera_raft::{ConfChange, ConfChangeStep, ConfState, Entry, decode_conf_change};
 use tessera_wire::errors::RpcError;
 use tessera_wire::ids::RangeId;
@@ -257,22 +257,32 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
         peer.raw.store_mut().set_conf_state(conf);
         // A snapshot built before the change does not list replicas it added.
         peer.raw.store_mut().clear_snapshot();
-        RangeLocalState { state: ReplicaState::Normal, descriptor: descriptor.clone() }
-            .stage(apply.batch_mut());
         let removed: Vec<Replica> = old
             .replicas
             .iter()
             .filter(|replica| descriptor.replica(replica.id).is_none())
             .copied()
             .collect();
+        if removed.iter().any(|replica| replica.store_id == store_id) {
+            // This replica is gone. Its tombstone (with the epoch that removed it) and the
+            // deletion of its data go in this very batch, atomically with the change: a
+            // crash after the batch must not find a live range state that no longer lists
+            // this store. The log and the in-memory replica go once the batch is written.
+            let mut tombstone = old.clone();
+            tombstone.epoch = descriptor.epoch;
+            let span = keys::data_span(&old.start_key, &old.end_key);
+            for cf in Cf::DATA {
+                apply.batch_mut().delete_span(cf, &span);
+            }
+            RangeLocalState { state: ReplicaState::Tombstone, descriptor: tombstone.clone() }
+                .stage(apply.batch_mut());
+            apply.destroyed.push(tombstone);
+        } else {
+            RangeLocalState { state: ReplicaState::Normal, descriptor: descriptor.clone() }
+                .stage(apply.batch_mut());
+        }
         for replica in &removed {
-            if replica.store_id == store_id {
-                // This replica is gone: it deletes itself once the round's batch is written,
-                // keeping a tombstone with the epoch that removed it.
-                let mut tombstone = old.clone();
-                tombstone.epoch = descriptor.epoch;
-                apply.destroyed.push(tombstone);
-            } else if peer.is_leader() {
+            if replica.store_id != store_id && peer.is_leader() {
                 peer.removed.push(RemovedReplica {
                     replica: *replica,
                     conf_ver: descriptor.epoch.conf_ver,

@@ -26,7 +26,7 @@ use crate::placement::{PlacementClient, PlacementState, SplitAsked};
 
 /// Disk size and free space of the file system holding `path` (or its nearest existing
 /// ancestor); zeros if it cannot be read.
-fn disk_space(path: &std::path::Path) -> (u64, u64) {
+pub(crate) fn disk_space(path: &std::path::Path) -> (u64, u64) {
     let mut path = path;
     while !path.exists() {
         match path.parent() {

@@ -129,6 +129,7 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
             next_read_id: 1,
             placement: None,
             received_snapshots: Vec::new(),
+            polls: 0,
             heartbeat_due: BTreeSet::new(),
             rng: tessera_raft::SplitMix64::new(ident.store_id.0),
             gc_due: false,
@@ -150,6 +151,13 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
         for range in ranges {
             let Some(state) = RangeLocalState::load(&store.kv, range)? else { continue };
             if state.state == ReplicaState::Tombstone {
+                continue;
+            }
+            if state.descriptor.replica_on_store(store.ident.store_id).is_none() {
+                // Left by a version that wrote a removal's new descriptor before its
+                // tombstone: finish the removal.
+                tracing::warn!(%range, "range state without this store: removing the replica");
+                store.finish_destroy(&state.descriptor)?;
                 continue;
             }
             store.start_peer(state.descriptor)?;
@@ -303,6 +311,11 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
             if state.state == ReplicaState::Normal || removed.is_some_and(|id| message.to <= id) {
                 return Ok(false);
             }
+            // A tombstone: whatever log is left (a crash between the tombstone and the log's
+            // deletion) belongs to the removed replica.
+            let mut batch = self.raft_engine.batch();
+            batch.clear_range(range);
+            self.write_raft(&mut batch, true)?;
         }
         if !self.raft_log_is_empty(range)? {
             // A log is here without its range state: a split created this replica and its
@@ -394,6 +407,22 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
         metrics::counter!("tessera_store_replicas_destroyed_total").increment(1);
         metrics::gauge!("tessera_store_ranges").set(self.peers.len() as f64);
         Ok(())
+    }
+
+    /// Deletes the data and log of a replica whose range state is `descriptor` (which no
+    /// longer lists this store) and leaves a tombstone, for a removal cut short.
+    fn finish_destroy(&self, descriptor: &RangeDescriptor) -> Result<()> {
+        let mut batch = self.kv.batch();
+        let span = keys::data_span(&descriptor.start_key, &descriptor.end_key);
+        for cf in Cf::DATA {
+            batch.delete_span(cf, &span);
+        }
+        RangeLocalState { state: ReplicaState::Tombstone, descriptor: descriptor.clone() }
+            .stage(&mut batch);
+        self.kv.write(&mut batch, true)?;
+        let mut raft_batch = self.raft_engine.batch();
+        raft_batch.clear_range(descriptor.id);
+        self.write_raft(&mut raft_batch, true)
     }
 
     /// A `Tombstone` message: the leader says this store's replica was removed at the

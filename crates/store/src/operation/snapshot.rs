@@ -21,12 +21,25 @@ use crate::env::Network;
 use crate::error::{Result, StoreError};
 use crate::fsm::Store;
 use crate::snapshot::SnapshotData;
-use crate::state::{RangeLocalState, ReplicaState};
+use crate::state::{RangeLocalState, ReplicaState, conf_state_of};
 
 /// Whether two key spans (`end` empty: +∞) share a key.
 fn spans_overlap(a: &RangeDescriptor, b: &RangeDescriptor) -> bool {
     let before_end = |start: &[u8], end: &[u8]| end.is_empty() || start < end;
     before_end(&a.start_key, &b.end_key) && before_end(&b.start_key, &a.end_key)
+}
+
+/// Whether two memberships hold the same replicas in the same roles (order aside).
+fn same_membership(a: &tessera_raft::ConfState, b: &tessera_raft::ConfState) -> bool {
+    let sorted = |ids: &[tessera_raft::ReplicaId]| {
+        let mut ids = ids.to_vec();
+        ids.sort_unstable();
+        ids
+    };
+    sorted(&a.voters) == sorted(&b.voters)
+        && sorted(&a.voters_outgoing) == sorted(&b.voters_outgoing)
+        && sorted(&a.learners) == sorted(&b.learners)
+        && sorted(&a.learners_next) == sorted(&b.learners_next)
 }
 
 /// Removes a snapshot directory, logging (not failing) on error: it is only disk space.
@@ -106,8 +119,24 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
         if descriptor.id != range {
             return Err(format!("snapshot of range {} sent to range {range}", descriptor.id));
         }
-        if descriptor.replica(message.to).is_none() {
-            return Err(format!("snapshot whose range does not list replica {}", message.to));
+        match descriptor.replica(message.to) {
+            Some(replica) if replica.store_id == self.ident.store_id => {}
+            _ => {
+                return Err(format!(
+                    "snapshot whose range does not list replica {} on this store",
+                    message.to
+                ));
+            }
+        }
+        if !same_membership(&snapshot.metadata.conf_state, &conf_state_of(descriptor)) {
+            return Err("snapshot membership differs from its descriptor".to_owned());
+        }
+        // Only files received for this store, under `<snapshot_dir>/rcv-*/`: a message must
+        // not make the store read or delete anything else.
+        for file in &data.files {
+            if !self.is_received_file(Path::new(&file.path)) {
+                return Err(format!("snapshot file {} is not a received file", file.path));
+            }
         }
         if let Some(peer) = self.peers.get(&range)
             && peer.is_initialized()
@@ -184,14 +213,25 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
     pub(crate) fn note_received_snapshot(&mut self, message: &Message) {
         let Some(snapshot) = message.snapshot.as_ref() else { return };
         let Ok(data) = SnapshotData::decode(&snapshot.data) else { return };
-        // Only copies received for this store (a simulated network may hand over the
-        // sender's own files, which are not ours to delete).
-        if let Some(dir) = data.files.first().and_then(|file| Path::new(&file.path).parent())
-            && dir.starts_with(&self.config.snapshot_dir)
-            && dir.file_name().is_some_and(|name| name.to_string_lossy().starts_with("rcv-"))
+        // Only copies received for this store.
+        if let Some(file) = data.files.first().map(|file| Path::new(&file.path))
+            && self.is_received_file(file)
+            && let Some(dir) = file.parent()
         {
-            self.received_snapshots.push(dir.to_path_buf());
+            self.received_snapshots.push((dir.to_path_buf(), self.polls));
         }
+    }
+
+    /// Whether `path` is exactly `<snapshot_dir>/rcv-<…>/<file>`, with no `..` or other
+    /// tricks: the only place received snapshot files live.
+    pub(crate) fn is_received_file(&self, path: &Path) -> bool {
+        let Ok(rest) = path.strip_prefix(&self.config.snapshot_dir) else { return false };
+        let parts: Vec<_> = rest.components().collect();
+        matches!(
+            parts.as_slice(),
+            [std::path::Component::Normal(dir), std::path::Component::Normal(_)]
+                if dir.to_string_lossy().starts_with("rcv-")
+        )
     }
 
     /// The outcome of sending a snapshot of `range` to replica `to`.
