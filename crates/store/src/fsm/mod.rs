@@ -80,6 +80,10 @@ pub struct Store<R: RaftLogEngine, K: KvEngine, N: Network> {
     /// their message was stepped: deleted at the end of the next round, which handled the
     /// Ready that carried them (or Raft did not want them).
     pub(crate) received_snapshots: Vec<(std::path::PathBuf, u64)>,
+    /// Spans of snapshots stepped (or about to be), with the round number as for
+    /// `received_snapshots`: a snapshot overlapping one of them is refused, so two
+    /// uninitialized replicas never install overlapping snapshots in one round.
+    pub(crate) pending_snapshots: Vec<(tessera_wire::range::RangeDescriptor, u64)>,
     /// Rounds started.
     pub(crate) polls: u64,
     /// Ranges whose leader owes placement a heartbeat now (split, membership or leader
@@ -224,6 +228,15 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
             metrics::counter!("tessera_store_snapshots_refused_total").increment(1);
             tracing::info!(%range, %reason, "snapshot refused");
             return;
+        }
+        if kind == MessageKind::Snapshot
+            && let Some(data) = envelope
+                .message
+                .snapshot
+                .as_ref()
+                .and_then(|snapshot| crate::snapshot::SnapshotData::decode(&snapshot.data).ok())
+        {
+            self.pending_snapshots.push((data.descriptor, self.polls));
         }
         let ticks = self.ticks;
         let peer = self.peers.get_mut(&range).expect("created above");
@@ -372,6 +385,7 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
     /// Deletes the received snapshot files whose Ready this round handled.
     fn remove_received_snapshots(&mut self) {
         let polls = self.polls;
+        self.pending_snapshots.retain(|(_, stepped)| *stepped >= polls);
         self.received_snapshots.retain(|(dir, stepped)| {
             if *stepped < polls {
                 crate::operation::snapshot::remove_snapshot_dir(dir);

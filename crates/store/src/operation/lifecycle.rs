@@ -130,6 +130,7 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
             placement: None,
             received_snapshots: Vec::new(),
             polls: 0,
+            pending_snapshots: Vec::new(),
             heartbeat_due: BTreeSet::new(),
             rng: tessera_raft::SplitMix64::new(ident.store_id.0),
             gc_due: false,
@@ -430,12 +431,11 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
     /// from a leader for long asks whether it was removed.
     pub(crate) fn on_tombstone(&mut self, envelope: &RaftEnvelope) -> Result<()> {
         let range = envelope.range;
-        let Some(peer) = self.peers.get(&range) else { return Ok(()) };
         let conf_ver = envelope.message.index.0;
         if conf_ver == 0 {
-            self.answer_stale_query(envelope);
-            return Ok(());
+            return self.answer_stale_query(envelope);
         }
+        let Some(peer) = self.peers.get(&range) else { return Ok(()) };
         if envelope.message.to != peer.replica_id
             || (peer.is_initialized() && peer.descriptor.epoch.conf_ver >= conf_ver)
         {
@@ -456,20 +456,34 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
     /// Answers a replica asking whether it was removed: any replica whose membership
     /// version is newer than the asker's and whose descriptor does not list it knows the
     /// asker was removed in between (replica ids are never reused, so a removed replica
-    /// never comes back under its id). Otherwise it stays silent.
-    fn answer_stale_query(&mut self, envelope: &RaftEnvelope) {
-        let Some(peer) = self.peers.get(&envelope.range) else { return };
+    /// never comes back under its id) — and so does a store whose own tombstone of the range
+    /// is such a descriptor. Otherwise it stays silent.
+    fn answer_stale_query(&mut self, envelope: &RaftEnvelope) -> Result<()> {
         let asker = envelope.message.from;
         let asker_conf_ver = envelope.message.commit.0;
-        if !peer.is_initialized()
-            || peer.descriptor.replica(asker).is_some()
-            || peer.descriptor.epoch.conf_ver <= asker_conf_ver
-        {
-            return;
+        // What this store knows of the range: its live replica's descriptor, or the one its
+        // own tombstone keeps (the range as it was when this store left it).
+        let (descriptor, from, term) = match self.peers.get(&envelope.range) {
+            Some(peer) if peer.is_initialized() => {
+                (peer.descriptor.clone(), peer.replica_id, peer.raw.raft().term())
+            }
+            Some(_) => return Ok(()),
+            None => match RangeLocalState::load(&self.kv, envelope.range)? {
+                Some(state) if state.state == ReplicaState::Tombstone => {
+                    let from = state
+                        .descriptor
+                        .replica_on_store(self.ident.store_id)
+                        .map_or(ReplicaId::NONE, |replica| replica.id);
+                    (state.descriptor, from, tessera_raft::Term(0))
+                }
+                _ => return Ok(()),
+            },
+        };
+        if descriptor.replica(asker).is_some() || descriptor.epoch.conf_ver <= asker_conf_ver {
+            return Ok(());
         }
-        let mut reply =
-            Message::new(MessageKind::Tombstone, peer.replica_id, asker, peer.raw.raft().term());
-        reply.index = LogIndex(peer.descriptor.epoch.conf_ver);
+        let mut reply = Message::new(MessageKind::Tombstone, from, asker, term);
+        reply.index = LogIndex(descriptor.epoch.conf_ver);
         self.stats.messages_sent += 1;
         self.net.send(RaftEnvelope {
             range: envelope.range,
@@ -478,6 +492,7 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
             message: reply,
         });
         tracing::info!(range = %envelope.range, %asker, "told a removed replica it is gone");
+        Ok(())
     }
 
     /// Replicas that have heard from no leader for `stale_replica_ticks` ask the others

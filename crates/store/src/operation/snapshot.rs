@@ -147,6 +147,14 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
                 descriptor.epoch, peer.descriptor.epoch
             ));
         }
+        // Nor any snapshot of another range stepped but not installed yet.
+        if let Some((other, _)) = self
+            .pending_snapshots
+            .iter()
+            .find(|(other, _)| other.id != range && spans_overlap(other, descriptor))
+        {
+            return Err(format!("snapshot overlaps range {}'s snapshot being installed", other.id));
+        }
         if let Some(other) = self.peers.values().find(|other| {
             other.range() != range
                 && other.is_initialized()
