@@ -43,6 +43,9 @@ pub const RAFT_STATE_PREFIX: u8 = 0x04;
 pub const APPLY_STATE_SUFFIX: u8 = 0x01;
 /// Suffix of a range's state (descriptor) key.
 pub const RANGE_STATE_SUFFIX: u8 = 0x02;
+/// Suffix of a range's snapshot-being-installed record (present only while an install is
+/// under way; see the store).
+pub const SNAPSHOT_APPLYING_SUFFIX: u8 = 0x03;
 
 /// The store identity key.
 pub const STORE_IDENT_KEY: &[u8] = &[STORE_PREFIX, 0x01];
@@ -95,6 +98,12 @@ pub fn apply_state_key(range: RangeId) -> [u8; 10] {
 #[must_use]
 pub fn range_state_key(range: RangeId) -> [u8; 10] {
     range_local_key(range, RANGE_STATE_SUFFIX)
+}
+
+/// The key of a range's snapshot-being-installed record (`meta` column family).
+#[must_use]
+pub fn snapshot_applying_key(range: RangeId) -> [u8; 10] {
+    range_local_key(range, SNAPSHOT_APPLYING_SUFFIX)
 }
 
 /// The span of all of a range's local keys (`meta` column family).

@@ -149,6 +149,25 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
                 ranges.push(range);
             }
         }
+        let mut installing = Vec::new();
+        for (key, _) in store.kv.scan(
+            Cf::Meta,
+            &keys::all_range_local_span(),
+            tessera_engine::Direction::Forward,
+            usize::MAX,
+        )? {
+            if let Some((range, keys::SNAPSHOT_APPLYING_SUFFIX)) =
+                keys::decode_range_local_key(&key)
+            {
+                installing.push(range);
+            }
+        }
+        store.resume_snapshot_installs(&installing)?;
+        for range in installing {
+            if !ranges.contains(&range) {
+                ranges.push(range);
+            }
+        }
         for range in ranges {
             let Some(state) = RangeLocalState::load(&store.kv, range)? else { continue };
             if state.state == ReplicaState::Tombstone {

@@ -11,17 +11,33 @@
 
 use std::path::Path;
 
-use tessera_engine::{KvBatch, KvEngine, RaftLogEngine, keys};
+use rkyv::{Archive, Deserialize, Serialize};
+use tessera_engine::{Cf, KvBatch, KvEngine, RaftLogEngine, keys};
+use tessera_raft::{LogIndex, Term};
 use tessera_raft::{Snapshot, SnapshotMetadata};
 use tessera_wire::ids::RangeId;
 use tessera_wire::raft::Message;
 use tessera_wire::range::RangeDescriptor;
 
+use crate::codec;
 use crate::env::Network;
 use crate::error::{Result, StoreError};
 use crate::fsm::Store;
 use crate::snapshot::SnapshotData;
 use crate::state::{RangeLocalState, ReplicaState, conf_state_of};
+
+/// A snapshot install under way: written (synced) before the range's span is cleared and
+/// deleted with the apply state once the files are loaded.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub(crate) struct SnapshotApplying {
+    /// The snapshot, its files in `<snapshot_dir>/apply-<range>/`.
+    pub(crate) data: SnapshotData,
+    /// Its index.
+    pub(crate) index: u64,
+    /// Its term.
+    pub(crate) term: u64,
+}
 
 /// Whether two key spans (`end` empty: +∞) share a key.
 fn spans_overlap(a: &RangeDescriptor, b: &RangeDescriptor) -> bool {
@@ -177,20 +193,40 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
         let started = std::time::Instant::now();
         let corrupt =
             |reason: String| StoreError::corruption(format!("snapshot of range {range}"), reason);
-        let data = SnapshotData::decode(&snapshot.data).map_err(corrupt)?;
-        let manifest = data.manifest().map_err(corrupt)?;
-        let descriptor = data.descriptor;
-        let span = keys::data_span(&descriptor.start_key, &descriptor.end_key);
-        self.kv.ingest_snapshot(&span, &manifest)?;
+        let mut data = SnapshotData::decode(&snapshot.data).map_err(corrupt)?;
+        // Clearing the span and loading the files is not one atomic write in every engine:
+        // the files move where a restart finds them, and a record of the install is synced
+        // before the span is touched, so a crash in the middle is finished at restart
+        // (`resume_snapshot_installs`) instead of leaving a half-loaded range.
+        if let Some(received) = data.files.first().and_then(|file| Path::new(&file.path).parent()) {
+            let received = received.to_path_buf();
+            let dir = self.config.snapshot_dir.join(format!("apply-{range}"));
+            remove_snapshot_dir(&dir);
+            std::fs::rename(&received, &dir).map_err(|error| {
+                tessera_engine::EngineError::io(
+                    format!("moving {} to {}", received.display(), dir.display()),
+                    error,
+                )
+            })?;
+            for file in &mut data.files {
+                if let Some(name) = Path::new(&file.path).file_name() {
+                    file.path = dir.join(name).display().to_string();
+                }
+            }
+        }
+        let record = SnapshotApplying {
+            data,
+            index: snapshot.metadata.index.0,
+            term: snapshot.metadata.term.0,
+        };
+        let mut kv_batch = self.kv.batch();
+        kv_batch.put(Cf::Meta, &keys::snapshot_applying_key(range), &codec::encode(&record));
+        self.kv.write(&mut kv_batch, true)?;
+        let descriptor = self.finish_snapshot_install(range, &record)?;
         let applied = tessera_engine::codec::ApplyState {
             applied_index: snapshot.metadata.index,
             applied_term: snapshot.metadata.term,
         };
-        let mut kv_batch = self.kv.batch();
-        RangeLocalState { state: ReplicaState::Normal, descriptor: descriptor.clone() }
-            .stage(&mut kv_batch);
-        kv_batch.put_apply_state(range, &applied);
-        self.kv.write(&mut kv_batch, true)?;
         let peer = self.peers.get_mut(&range).expect("installing ranges exist");
         peer.raw.store_mut().stage_snapshot(batch, &snapshot.metadata);
         for replica in &descriptor.replicas {
@@ -210,7 +246,7 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
         metrics::histogram!("tessera_store_snapshot_apply_seconds")
             .record(started.elapsed().as_secs_f64());
         tracing::info!(
-            %range, index = %snapshot.metadata.index, keys = manifest.keys(),
+            %range, index = %snapshot.metadata.index,
             "snapshot installed in {:?}", started.elapsed()
         );
         Ok(())
@@ -242,6 +278,53 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
         )
     }
 
+    /// Loads a recorded snapshot install into the KV engine: clears the span, ingests the
+    /// files, writes the range state and apply state and drops the record, synced; then
+    /// deletes the files. Returns the range's descriptor.
+    fn finish_snapshot_install(
+        &self,
+        range: RangeId,
+        record: &SnapshotApplying,
+    ) -> Result<tessera_wire::range::RangeDescriptor> {
+        let corrupt =
+            |reason: String| StoreError::corruption(format!("snapshot of range {range}"), reason);
+        let manifest = record.data.manifest().map_err(corrupt)?;
+        let descriptor = record.data.descriptor.clone();
+        let span = keys::data_span(&descriptor.start_key, &descriptor.end_key);
+        self.kv.ingest_snapshot(&span, &manifest)?;
+        let applied = tessera_engine::codec::ApplyState {
+            applied_index: LogIndex(record.index),
+            applied_term: Term(record.term),
+        };
+        let mut kv_batch = self.kv.batch();
+        RangeLocalState { state: ReplicaState::Normal, descriptor: descriptor.clone() }
+            .stage(&mut kv_batch);
+        kv_batch.put_apply_state(range, &applied);
+        kv_batch.delete(Cf::Meta, &keys::snapshot_applying_key(range));
+        self.kv.write(&mut kv_batch, true)?;
+        remove_snapshot_dir(&self.config.snapshot_dir.join(format!("apply-{range}")));
+        Ok(descriptor)
+    }
+
+    /// Finishes every snapshot install a crash interrupted (at open, before the ranges
+    /// start; the raft log is then moved up to the apply state by `start_peer`).
+    ///
+    /// # Errors
+    /// Engine failures; corruption if a record does not decode or its files are gone.
+    pub(crate) fn resume_snapshot_installs(&self, ranges: &[RangeId]) -> Result<()> {
+        for &range in ranges {
+            let Some(bytes) = self.kv.get(Cf::Meta, &keys::snapshot_applying_key(range))? else {
+                continue;
+            };
+            let record: SnapshotApplying = codec::decode(&bytes).map_err(|reason| {
+                StoreError::corruption(format!("snapshot install record of range {range}"), reason)
+            })?;
+            tracing::warn!(%range, index = record.index, "finishing an interrupted snapshot install");
+            self.finish_snapshot_install(range, &record)?;
+        }
+        Ok(())
+    }
+
     /// The outcome of sending a snapshot of `range` to replica `to`.
     pub fn report_snapshot(&mut self, range: RangeId, to: tessera_raft::ReplicaId, ok: bool) {
         if let Some(peer) = self.peers.get_mut(&range) {
@@ -257,8 +340,85 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
+    use tessera_engine::codec::StoreIdent;
+    use tessera_engine::mem::{MemKvEngine, MemRaftLogEngine};
+    use tessera_engine::{KvRead, RaftLogEngine};
+    use tessera_wire::ids::StoreId;
+    use tessera_wire::range::{RangeEpoch, Replica, ReplicaRole};
+    use tessera_wire::transport::RaftEnvelope;
 
     use super::*;
+    use crate::config::StoreConfig;
+
+    struct NoNetwork;
+
+    impl Network for NoNetwork {
+        fn send(&mut self, _envelope: RaftEnvelope) {}
+    }
+
+    /// A crash after the install record was synced (the span possibly half cleared): the
+    /// next open loads the files, writes the range and apply state, drops the record and
+    /// the files, and starts the replica with its log moved up to the snapshot.
+    #[test]
+    fn an_interrupted_install_is_finished_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let snapshot_dir = dir.path().join("snapshots");
+        let range = RangeId(7);
+        let descriptor = RangeDescriptor {
+            id: range,
+            start_key: Bytes::from_static(b"a"),
+            end_key: Bytes::from_static(b"m"),
+            epoch: RangeEpoch { conf_ver: 3, version: 2 },
+            replicas: (1..=3)
+                .map(|id| Replica {
+                    id: tessera_raft::ReplicaId(id),
+                    store_id: StoreId(id),
+                    role: ReplicaRole::Voter,
+                })
+                .collect(),
+        };
+        let span = keys::data_span(&descriptor.start_key, &descriptor.end_key);
+        // The leader's data, exported where an install keeps its files.
+        let source = MemKvEngine::new();
+        let mut batch = source.batch();
+        for key in [&b"b"[..], b"c", b"d"] {
+            batch.put(Cf::Default, &keys::data_key(key), b"value");
+        }
+        source.write(&mut batch, true).unwrap();
+        let files = snapshot_dir.join(format!("apply-{range}"));
+        std::fs::create_dir_all(&files).unwrap();
+        let manifest = source.export_snapshot(&source.snapshot(), &span, &files).unwrap();
+        // The receiving store: a stale key in the span (half cleared) and the record.
+        let raft = MemRaftLogEngine::new();
+        let kv = MemKvEngine::new();
+        let ident = StoreIdent { cluster_id: 1, store_id: StoreId(2) };
+        crate::bootstrap_store(&raft, &kv, ident).unwrap();
+        let record = SnapshotApplying {
+            data: SnapshotData::new(descriptor.clone(), &manifest),
+            index: 40,
+            term: 6,
+        };
+        let mut batch = kv.batch();
+        batch.put(Cf::Default, &keys::data_key(b"e"), b"left over");
+        batch.put(Cf::Meta, &keys::snapshot_applying_key(range), &codec::encode(&record));
+        kv.write(&mut batch, true).unwrap();
+        let config = StoreConfig { snapshot_dir: snapshot_dir.clone(), ..StoreConfig::default() };
+        let store = crate::Store::open(config, raft.clone(), kv.clone(), NoNetwork, ident).unwrap();
+        let peer = store.peer(range).expect("the replica starts");
+        assert_eq!(peer.descriptor(), &descriptor);
+        assert_eq!(peer.applied_index(), LogIndex(40));
+        assert_eq!(peer.log_first_index(), LogIndex(41));
+        let keys: Vec<_> = kv
+            .scan(Cf::Default, &span, tessera_engine::Direction::Forward, 10)
+            .unwrap()
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect();
+        assert_eq!(keys, vec![keys::data_key(b"b"), keys::data_key(b"c"), keys::data_key(b"d")]);
+        assert!(kv.get(Cf::Meta, &keys::snapshot_applying_key(range)).unwrap().is_none());
+        assert!(!files.exists(), "the files are deleted once loaded");
+        assert!(raft.raft_state(range).unwrap().is_some());
+    }
 
     fn span(start: &'static [u8], end: &'static [u8]) -> RangeDescriptor {
         RangeDescriptor {
