@@ -320,7 +320,23 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
                 StoreError::corruption(format!("snapshot install record of range {range}"), reason)
             })?;
             tracing::warn!(%range, index = record.index, "finishing an interrupted snapshot install");
-            self.finish_snapshot_install(range, &record)?;
+            match self.finish_snapshot_install(range, &record) {
+                Ok(_) => {}
+                // Both engines check every file before they touch the span: files refused
+                // as corrupt or invalid mean nothing changed. The install is abandoned (the
+                // replica keeps what it had; its leader sends a snapshot again).
+                Err(StoreError::Engine(
+                    error @ (tessera_engine::EngineError::Corruption { .. }
+                    | tessera_engine::EngineError::InvalidArgument(_)),
+                )) => {
+                    tracing::error!(%range, %error, "interrupted snapshot install abandoned");
+                    let mut batch = self.kv.batch();
+                    batch.delete(Cf::Meta, &keys::snapshot_applying_key(range));
+                    self.kv.write(&mut batch, true)?;
+                    remove_snapshot_dir(&self.config.snapshot_dir.join(format!("apply-{range}")));
+                }
+                Err(error) => return Err(error),
+            }
         }
         Ok(())
     }
@@ -418,6 +434,55 @@ mod tests {
         assert!(kv.get(Cf::Meta, &keys::snapshot_applying_key(range)).unwrap().is_none());
         assert!(!files.exists(), "the files are deleted once loaded");
         assert!(raft.raft_state(range).unwrap().is_some());
+    }
+
+    /// An interrupted install whose files turn out damaged is abandoned at open: nothing of
+    /// the span changed (the engines check files first), the record and files go, and the
+    /// store opens.
+    #[test]
+    fn an_interrupted_install_with_damaged_files_is_abandoned() {
+        let dir = tempfile::tempdir().unwrap();
+        let snapshot_dir = dir.path().join("snapshots");
+        let range = RangeId(7);
+        let descriptor = RangeDescriptor {
+            id: range,
+            start_key: Bytes::from_static(b"a"),
+            end_key: Bytes::from_static(b"m"),
+            epoch: RangeEpoch { conf_ver: 3, version: 2 },
+            replicas: vec![Replica {
+                id: tessera_raft::ReplicaId(2),
+                store_id: StoreId(2),
+                role: ReplicaRole::Voter,
+            }],
+        };
+        let span = keys::data_span(&descriptor.start_key, &descriptor.end_key);
+        let source = MemKvEngine::new();
+        let mut batch = source.batch();
+        batch.put(Cf::Default, &keys::data_key(b"b"), b"value");
+        source.write(&mut batch, true).unwrap();
+        let files = snapshot_dir.join(format!("apply-{range}"));
+        std::fs::create_dir_all(&files).unwrap();
+        let manifest = source.export_snapshot(&source.snapshot(), &span, &files).unwrap();
+        std::fs::write(&manifest.files[0].path, b"damaged").unwrap();
+        let raft = MemRaftLogEngine::new();
+        let kv = MemKvEngine::new();
+        let ident = StoreIdent { cluster_id: 1, store_id: StoreId(2) };
+        crate::bootstrap_store(&raft, &kv, ident).unwrap();
+        let record =
+            SnapshotApplying { data: SnapshotData::new(descriptor, &manifest), index: 40, term: 6 };
+        let mut batch = kv.batch();
+        batch.put(Cf::Default, &keys::data_key(b"e"), b"kept");
+        batch.put(Cf::Meta, &keys::snapshot_applying_key(range), &codec::encode(&record));
+        kv.write(&mut batch, true).unwrap();
+        let config = StoreConfig { snapshot_dir, ..StoreConfig::default() };
+        let store = crate::Store::open(config, raft, kv.clone(), NoNetwork, ident).unwrap();
+        assert!(store.peer(range).is_none());
+        assert!(kv.get(Cf::Meta, &keys::snapshot_applying_key(range)).unwrap().is_none());
+        assert_eq!(
+            kv.get(Cf::Default, &keys::data_key(b"e")).unwrap().as_deref(),
+            Some(&b"kept"[..])
+        );
+        assert!(!files.exists());
     }
 
     fn span(start: &'static [u8], end: &'static [u8]) -> RangeDescriptor {
