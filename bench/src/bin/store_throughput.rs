@@ -117,6 +117,10 @@ struct Args {
     /// Also print one JSON object per case to stdout.
     #[arg(long)]
     json: bool,
+    /// Before each write case, hand range i's leadership to store i mod 3, so every store
+    /// leads a share of the ranges (splits otherwise leave them all on one store).
+    #[arg(long)]
+    spread_leaders: bool,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -795,6 +799,31 @@ fn probe_ranges(cluster: &Cluster, routes: &mut Routes) -> Result<()> {
     Ok(())
 }
 
+/// Asks the leader of the i-th range (in key order) to hand leadership to the store
+/// `i mod 3`, then probes every range so the routes learn the new leaders.
+fn spread_leaders(cluster: &Cluster, routes: &mut Routes) -> Result<()> {
+    let targets: Vec<(Route, usize)> = routes
+        .by_start
+        .values()
+        .enumerate()
+        .map(|(i, route)| (route.clone(), i % STORES))
+        .collect();
+    for (route, target) in targets {
+        if route.leader == target {
+            continue;
+        }
+        let Some(to) = route.descriptor.replica_on_store(StoreId(cluster.nodes[target].id)) else {
+            continue;
+        };
+        let request = StoreAdminRequest::TransferLeader { range: route.descriptor.id, to: to.id };
+        let handle = &cluster.nodes[route.leader].handle;
+        // A refusal (not the leader any more, a transfer in progress) leaves it where it is.
+        let _ = call(|respond| handle.admin(request, respond));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    probe_ranges(cluster, routes)
+}
+
 fn run_writes(
     cluster: &Cluster,
     counters: &Counters,
@@ -879,6 +908,9 @@ fn write_cases(args: &Args, counters: &Counters) -> Result<Vec<WriteCase>> {
             let started = Instant::now();
             split_at(&cluster, &mut routes, &boundaries(ranges), args.split_parallelism, &ids)?;
             probe_ranges(&cluster, &mut routes)?;
+            if args.spread_leaders {
+                spread_leaders(&cluster, &mut routes)?;
+            }
             eprintln!(
                 "writes: {} ranges ready in {:.1} s; {} clients, {} s warm-up, {} s measured",
                 routes.by_start.len(),

@@ -540,8 +540,8 @@ fn newest_descriptor(cluster: &Cluster, range: RangeId) -> RangeDescriptor {
         .unwrap()
 }
 
-/// Asks the leader of a random range to hand leadership to a random other voter.
-fn transfer_step(cluster: &mut Cluster) {
+/// A random range's leader (store and descriptor), if any range has one.
+fn random_leader(cluster: &mut Cluster) -> Option<(StoreId, RangeDescriptor)> {
     let leaders: Vec<(StoreId, RangeDescriptor)> = cluster
         .nodes
         .iter()
@@ -554,10 +554,14 @@ fn transfer_step(cluster: &mut Cluster) {
         })
         .collect();
     if leaders.is_empty() {
-        return;
+        return None;
     }
-    let (store_id, descriptor) =
-        leaders[cluster.rng.range(0, leaders.len() as u64) as usize].clone();
+    Some(leaders[cluster.rng.range(0, leaders.len() as u64) as usize].clone())
+}
+
+/// Asks the leader of a random range to hand leadership to a random other voter.
+fn transfer_step(cluster: &mut Cluster) {
+    let Some((store_id, descriptor)) = random_leader(cluster) else { return };
     let voters: Vec<_> = descriptor
         .replicas
         .iter()
@@ -575,22 +579,7 @@ fn transfer_step(cluster: &mut Cluster) {
 /// a store without a replica, then promote it, demote a voter (possibly the leader), remove
 /// the demoted learner. Ranges in a joint configuration are left to leave it.
 fn membership_step(cluster: &mut Cluster) {
-    let leaders: Vec<(StoreId, RangeDescriptor)> = cluster
-        .nodes
-        .iter()
-        .filter_map(|node| node.store.as_ref().map(|store| (node.id, store)))
-        .flat_map(|(id, store)| {
-            store
-                .peers()
-                .filter(|peer| peer.is_leader() && peer.is_initialized())
-                .map(move |peer| (id, peer.descriptor().clone()))
-        })
-        .collect();
-    if leaders.is_empty() {
-        return;
-    }
-    let (store_id, descriptor) =
-        leaders[cluster.rng.range(0, leaders.len() as u64) as usize].clone();
+    let Some((store_id, descriptor)) = random_leader(cluster) else { return };
     if descriptor
         .replicas
         .iter()

@@ -139,16 +139,6 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
         };
         store.clean_snapshot_dir();
         let mut ranges = Vec::new();
-        for (key, _) in store.kv.scan(
-            Cf::Meta,
-            &keys::all_range_local_span(),
-            tessera_engine::Direction::Forward,
-            usize::MAX,
-        )? {
-            if let Some((range, keys::RANGE_STATE_SUFFIX)) = keys::decode_range_local_key(&key) {
-                ranges.push(range);
-            }
-        }
         let mut installing = Vec::new();
         for (key, _) in store.kv.scan(
             Cf::Meta,
@@ -156,10 +146,10 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
             tessera_engine::Direction::Forward,
             usize::MAX,
         )? {
-            if let Some((range, keys::SNAPSHOT_APPLYING_SUFFIX)) =
-                keys::decode_range_local_key(&key)
-            {
-                installing.push(range);
+            match keys::decode_range_local_key(&key) {
+                Some((range, keys::RANGE_STATE_SUFFIX)) => ranges.push(range),
+                Some((range, keys::SNAPSHOT_APPLYING_SUFFIX)) => installing.push(range),
+                _ => {}
             }
         }
         store.resume_snapshot_installs(&installing)?;

@@ -372,6 +372,23 @@ mod tests {
         fn send(&mut self, _envelope: RaftEnvelope) {}
     }
 
+    /// Range `[a, m)` with voters on stores `stores` (replica id = store id).
+    fn range_a_to_m(range: RangeId, stores: std::ops::RangeInclusive<u64>) -> RangeDescriptor {
+        RangeDescriptor {
+            id: range,
+            start_key: Bytes::from_static(b"a"),
+            end_key: Bytes::from_static(b"m"),
+            epoch: RangeEpoch { conf_ver: 3, version: 2 },
+            replicas: stores
+                .map(|id| Replica {
+                    id: tessera_raft::ReplicaId(id),
+                    store_id: StoreId(id),
+                    role: ReplicaRole::Voter,
+                })
+                .collect(),
+        }
+    }
+
     /// A crash after the install record was synced (the span possibly half cleared): the
     /// next open loads the files, writes the range and apply state, drops the record and
     /// the files, and starts the replica with its log moved up to the snapshot.
@@ -380,19 +397,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let snapshot_dir = dir.path().join("snapshots");
         let range = RangeId(7);
-        let descriptor = RangeDescriptor {
-            id: range,
-            start_key: Bytes::from_static(b"a"),
-            end_key: Bytes::from_static(b"m"),
-            epoch: RangeEpoch { conf_ver: 3, version: 2 },
-            replicas: (1..=3)
-                .map(|id| Replica {
-                    id: tessera_raft::ReplicaId(id),
-                    store_id: StoreId(id),
-                    role: ReplicaRole::Voter,
-                })
-                .collect(),
-        };
+        let descriptor = range_a_to_m(range, 1..=3);
         let span = keys::data_span(&descriptor.start_key, &descriptor.end_key);
         // The leader's data, exported where an install keeps its files.
         let source = MemKvEngine::new();
@@ -444,17 +449,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let snapshot_dir = dir.path().join("snapshots");
         let range = RangeId(7);
-        let descriptor = RangeDescriptor {
-            id: range,
-            start_key: Bytes::from_static(b"a"),
-            end_key: Bytes::from_static(b"m"),
-            epoch: RangeEpoch { conf_ver: 3, version: 2 },
-            replicas: vec![Replica {
-                id: tessera_raft::ReplicaId(2),
-                store_id: StoreId(2),
-                role: ReplicaRole::Voter,
-            }],
-        };
+        let descriptor = range_a_to_m(range, 2..=2);
         let span = keys::data_span(&descriptor.start_key, &descriptor.end_key);
         let source = MemKvEngine::new();
         let mut batch = source.batch();
