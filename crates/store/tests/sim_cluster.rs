@@ -840,3 +840,28 @@ fn a_removed_replica_that_never_learnt_it_asks_and_is_deleted() {
     );
     assert!(cluster.replica_data().iter().all(|(_, store, _)| *store != StoreId(4)));
 }
+
+#[test]
+fn a_snapshot_the_engine_refuses_leaves_the_store_running_and_is_sent_again() {
+    let mut cluster = Cluster::with_spares(3, 1, 9, config());
+    put(&mut cluster, &key(1), "one");
+    cluster.damage_snapshots = true;
+    let (leader, descriptor) = cluster.leader_of(&key(1)).unwrap();
+    cluster.store(leader).unwrap().change_replicas(
+        descriptor.id,
+        descriptor.epoch,
+        &[ReplicaChange::AddLearner { id: ReplicaId(40), store_id: StoreId(4) }],
+        Box::new(|_| {}),
+    );
+    // Store 4 keeps refusing the damaged snapshots (a poll error would fail the step).
+    for _ in 0..300 {
+        cluster.step(2);
+    }
+    let learner_ready = |c: &mut Cluster| {
+        c.replica_data().iter().any(|(_, store, data)| *store == StoreId(4) && data.len() == 1)
+    };
+    assert!(!learner_ready(&mut cluster), "a damaged snapshot was installed");
+    assert!(cluster.store(StoreId(4)).unwrap().stats().snapshots_installed == 0);
+    cluster.damage_snapshots = false;
+    assert!(cluster.run_until(3_000, learner_ready), "the learner never caught up");
+}

@@ -19,7 +19,7 @@ use tessera_wire::transport::RaftEnvelope;
 
 use crate::config::StoreConfig;
 use crate::env::Network;
-use crate::error::Result;
+use crate::error::{Result, StoreError};
 use crate::operation::apply::ApplyContext;
 use crate::peer::Peer;
 
@@ -296,7 +296,9 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
             let ready = peer.raw.ready();
             self.stats.readies += 1;
             must_sync |= ready.must_sync();
-            persisted.push(self.stage_ready(range, ready, &mut batch)?);
+            if let Some(done) = self.stage_ready(range, ready, &mut batch)? {
+                persisted.push(done);
+            }
         }
         if persisted.is_empty() {
             self.net.flush();
@@ -349,7 +351,7 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
         range: RangeId,
         ready: Ready,
         batch: &mut R::Batch,
-    ) -> Result<Persisted> {
+    ) -> Result<Option<Persisted>> {
         let peer = self.peers.get_mut(&range).expect("staged ranges exist");
         if let Some(soft) = ready.soft_state {
             peer.leader = soft.leader;
@@ -360,7 +362,22 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
             }
         }
         if let Some(snapshot) = &ready.snapshot {
-            self.install_snapshot(range, snapshot, batch)?;
+            match self.install_snapshot(range, snapshot, batch) {
+                Ok(()) => {}
+                // The engine refused the files before touching the range: this replica
+                // drops the Ready as if it had crashed before persisting it, and restarts
+                // from disk; its leader sends a snapshot again. The store goes on.
+                Err(StoreError::Engine(
+                    error @ (tessera_engine::EngineError::Corruption { .. }
+                    | tessera_engine::EngineError::InvalidArgument(_)),
+                )) => {
+                    tracing::error!(%range, %error, "snapshot refused by the engine");
+                    metrics::counter!("tessera_store_snapshots_refused_total").increment(1);
+                    self.abandon_snapshot_install(range)?;
+                    return Ok(None);
+                }
+                Err(error) => return Err(error),
+            }
         }
         let peer = self.peers.get_mut(&range).expect("staged ranges exist");
         if !ready.entries.is_empty() {
@@ -373,13 +390,13 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
         for message in ready.messages {
             Self::send(&mut self.net, &mut self.stats, peer, message);
         }
-        Ok(Persisted {
+        Ok(Some(Persisted {
             range,
             number: ready.number,
             messages: ready.persisted_messages,
             committed: ready.committed_entries,
             reads: ready.read_states,
-        })
+        }))
     }
 
     /// Deletes the received snapshot files whose Ready this round handled.

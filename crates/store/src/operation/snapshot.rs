@@ -306,6 +306,30 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
         Ok(descriptor)
     }
 
+    /// Drops a snapshot install the engine refused before touching the range (damaged or
+    /// invalid files): the record and files go, and the replica restarts from disk — as
+    /// it was before the snapshot's Ready, which is dropped unpersisted.
+    pub(crate) fn abandon_snapshot_install(&mut self, range: RangeId) -> Result<()> {
+        let mut kv_batch = self.kv.batch();
+        kv_batch.delete(Cf::Meta, &keys::snapshot_applying_key(range));
+        self.kv.write(&mut kv_batch, true)?;
+        remove_snapshot_dir(&self.config.snapshot_dir.join(format!("apply-{range}")));
+        if let Some(mut peer) = self.peers.remove(&range) {
+            for proposal in std::mem::take(&mut peer.proposals) {
+                proposal.respond.fail(tessera_wire::errors::RpcError::Timeout);
+            }
+            let error = peer.not_leader();
+            for read in std::mem::take(&mut peer.reads) {
+                (read.respond)(Err(error.clone()));
+            }
+        }
+        match RangeLocalState::load(&self.kv, range)? {
+            Some(state) if state.state == ReplicaState::Normal => self.start_peer(state.descriptor),
+            // Uninitialized: the next message from its leader creates it again.
+            _ => Ok(()),
+        }
+    }
+
     /// Finishes every snapshot install a crash interrupted (at open, before the ranges
     /// start; the raft log is then moved up to the apply state by `start_peer`).
     ///

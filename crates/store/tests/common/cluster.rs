@@ -62,6 +62,9 @@ pub struct Cluster {
     pub next_id: u64,
     /// Snapshot directories (one per store below it).
     pub snapshots: tempfile::TempDir,
+    /// Deliver snapshots whose manifests miscount their keys (checksums intact), which
+    /// only the engine's ingest notices.
+    pub damage_snapshots: bool,
 }
 
 pub const CLUSTER_ID: u64 = 42;
@@ -111,6 +114,7 @@ impl Cluster {
             loss_percent: 0,
             next_id: 100,
             snapshots: tempfile::tempdir().unwrap(),
+            damage_snapshots: false,
         };
         for index in 0..cluster.nodes.len() {
             cluster.start(index);
@@ -226,6 +230,9 @@ impl Cluster {
                 std::fs::write(&target, b"gone").unwrap();
             }
             file.path = target.display().to_string();
+            if self.damage_snapshots {
+                file.keys += 1;
+            }
         }
         snapshot.data = data.encode();
     }
