@@ -9,17 +9,15 @@ mod common;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use common::cluster::Cluster;
+use common::cluster::{Cluster, request};
 use common::placement::FakePlacement;
 use tessera_raft::ReplicaId;
 use tessera_store::StoreConfig;
 use tessera_wire::errors::RpcError;
 use tessera_wire::ids::{RangeId, StoreId};
-use tessera_wire::kv::{
-    KvCommand, KvRequest, KvResponse, RawGetRequest, RawPutRequest, RequestContext,
-};
+use tessera_wire::kv::{KvCommand, KvResponse, RawGetRequest, RawPutRequest};
 use tessera_wire::placement::{PlacementRequest, ReplicaChange, ReplicaChangeOp, ScheduleCommand};
-use tessera_wire::range::{RangeDescriptor, Replica, ReplicaRole};
+use tessera_wire::range::{Replica, ReplicaRole};
 
 type Slot = Arc<Mutex<Option<Result<KvResponse, RpcError>>>>;
 
@@ -37,18 +35,6 @@ fn config() -> StoreConfig {
 fn connect(cluster: &mut Cluster, fake: &FakePlacement) {
     for node in &mut cluster.nodes {
         node.store.as_mut().unwrap().set_placement(fake.client());
-    }
-}
-
-fn request(descriptor: &RangeDescriptor, store: StoreId, command: KvCommand) -> KvRequest {
-    KvRequest {
-        context: RequestContext {
-            range: descriptor.id,
-            epoch: descriptor.epoch,
-            store_id: store,
-            ..RequestContext::default()
-        },
-        command,
     }
 }
 

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use common::cluster::Cluster;
+use common::cluster::{Cluster, request};
 use common::history::{History, Op, OpId, Outcome};
 use tessera_engine::KvRead;
 use tessera_raft::ReplicaId;
@@ -19,9 +19,9 @@ use tessera_store::StoreConfig;
 use tessera_wire::errors::RpcError;
 use tessera_wire::ids::{RangeId, StoreId};
 use tessera_wire::kv::{
-    KvCommand, KvPair, KvRequest, KvResponse, RawBatchPutRequest, RawCompareAndSwapRequest,
+    KvCommand, KvPair, KvResponse, RawBatchPutRequest, RawCompareAndSwapRequest,
     RawDeleteRangeRequest, RawDeleteRequest, RawGetRequest, RawPutRequest, RawScanRequest,
-    ReadMode, RequestContext,
+    ReadMode,
 };
 use tessera_wire::range::{RangeDescriptor, ReplicaRole};
 use tessera_wire::rpc::ReplicaChange;
@@ -41,18 +41,6 @@ fn gc_config() -> StoreConfig {
 
 fn key(n: u64) -> Bytes {
     Bytes::from(format!("k{n:02}"))
-}
-
-fn request(descriptor: &RangeDescriptor, store: StoreId, command: KvCommand) -> KvRequest {
-    KvRequest {
-        context: RequestContext {
-            range: descriptor.id,
-            epoch: descriptor.epoch,
-            store_id: store,
-            ..RequestContext::default()
-        },
-        command,
-    }
 }
 
 /// Sends `command` for `routing_key` to its leader and steps until it is answered.
@@ -479,20 +467,7 @@ fn random_run(seed: u64, steps: u64) -> usize {
             .filter(|(store, _)| newest.replica_on_store(*store).is_some())
             .collect();
         if members.len() != newest.replicas.len() {
-            for node in &cluster.nodes {
-                let peer = node.store.as_ref().unwrap().peer(*range);
-                println!(
-                    "store {}: {:?}",
-                    node.id,
-                    peer.map(|p| (
-                        p.replica_id(),
-                        p.is_initialized(),
-                        p.applied_index(),
-                        p.descriptor().clone(),
-                        p.is_leader()
-                    ))
-                );
-            }
+            print_replicas(&cluster, *range);
         }
         assert_eq!(
             members.len(),
@@ -505,26 +480,32 @@ fn random_run(seed: u64, steps: u64) -> usize {
         assert!(voters >= 3, "seed {seed}: range {range} has {voters} voters: {newest:?}");
         for (store, data) in &members {
             if data != &members[0].1 {
-                for node in &cluster.nodes {
-                    let peer = node.store.as_ref().unwrap().peer(*range);
-                    println!(
-                        "store {}: {:?}",
-                        node.id,
-                        peer.map(|p| (
-                            p.replica_id(),
-                            p.applied_index(),
-                            p.log_first_index(),
-                            p.descriptor().epoch,
-                            p.is_leader(),
-                            p.is_quiesced()
-                        ))
-                    );
-                }
+                print_replicas(&cluster, *range);
             }
             assert_eq!(data, &members[0].1, "seed {seed}: range {range} differs on store {store}");
         }
     }
     history.len()
+}
+
+/// Prints every store's replica of `range`, to explain a failed convergence check.
+fn print_replicas(cluster: &Cluster, range: RangeId) {
+    for node in &cluster.nodes {
+        let peer = node.store.as_ref().unwrap().peer(range);
+        println!(
+            "store {}: {:?}",
+            node.id,
+            peer.map(|p| (
+                p.replica_id(),
+                p.is_initialized(),
+                p.applied_index(),
+                p.log_first_index(),
+                p.descriptor().clone(),
+                p.is_leader(),
+                p.is_quiesced()
+            ))
+        );
+    }
 }
 
 /// The descriptor of `range` with the highest epoch any live store holds.

@@ -69,6 +69,23 @@ pub struct Cluster {
 
 pub const CLUSTER_ID: u64 = 42;
 
+/// A data request for `descriptor`'s range, addressed to `store`.
+pub fn request(
+    descriptor: &RangeDescriptor,
+    store: StoreId,
+    command: tessera_wire::kv::KvCommand,
+) -> tessera_wire::kv::KvRequest {
+    tessera_wire::kv::KvRequest {
+        context: tessera_wire::kv::RequestContext {
+            range: descriptor.id,
+            epoch: descriptor.epoch,
+            store_id: store,
+            ..tessera_wire::kv::RequestContext::default()
+        },
+        command,
+    }
+}
+
 impl Cluster {
     /// `stores` stores, each holding a replica of the first range (the whole key space).
     pub fn new(stores: u64, seed: u64, config: StoreConfig) -> Self {
