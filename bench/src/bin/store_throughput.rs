@@ -677,20 +677,6 @@ fn put(cluster: &Cluster, routes: &mut Routes, key: &Bytes, value: &Bytes) -> Re
     bail!("put of {key:?} failed until the deadline: {last}")
 }
 
-/// A small fast generator (splitmix64): the keys only need to be spread.
-#[derive(Debug)]
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-}
-
 const WARMUP: u8 = 0;
 const MEASURE: u8 = 1;
 const STOP: u8 = 2;
@@ -839,14 +825,14 @@ fn run_writes(
             let (phase, value) = (&phase, &value);
             let mut routes = routes.clone();
             clients.push(scope.spawn(move || -> Result<ClientResult> {
-                let mut rng = SplitMix(0x5eed_0000 + client as u64);
+                let mut rng = tessera_raft::SplitMix64::new(0x5eed_0000 + client as u64);
                 let mut result = ClientResult::default();
                 loop {
                     let started_in = phase.load(Ordering::Acquire);
                     if started_in == STOP {
                         return Ok(result);
                     }
-                    let key = data_key(rng.next() % SLOTS, rng.next());
+                    let key = data_key(rng.next_u64() % SLOTS, rng.next_u64());
                     let started = Instant::now();
                     let retries = put(cluster, &mut routes, &key, value)?;
                     let latency = started.elapsed();

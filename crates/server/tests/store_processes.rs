@@ -194,6 +194,24 @@ impl Client {
         }
     }
 
+    /// Learns from a routing refusal (`NotLeader` naming the leader, `EpochNotMatch`);
+    /// false for any other error.
+    fn learn_route(&mut self, error: &RpcError) -> bool {
+        match error {
+            RpcError::NotLeader { leader: Some(leader), range } => {
+                self.routes.leaders.insert(*range, leader.store_id.0);
+                true
+            }
+            RpcError::EpochNotMatch { ranges } => {
+                for range in ranges {
+                    self.routes.learn(range.clone());
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Sends what `body` builds for the range holding `key` to its leader, following
     /// `NotLeader` and `EpochNotMatch`, until an answer that is not a routing error.
     fn routed(
@@ -208,14 +226,7 @@ impl Client {
             let store = *self.routes.leaders.get(&descriptor.id).unwrap_or(&1);
             match self.rpc(store, body(&descriptor, store)) {
                 Ok(answer) => return answer,
-                Err(RpcError::NotLeader { leader: Some(leader), range }) => {
-                    self.routes.leaders.insert(range, leader.store_id.0);
-                }
-                Err(RpcError::EpochNotMatch { ranges }) => {
-                    for range in ranges {
-                        self.routes.learn(range);
-                    }
-                }
+                Err(error) if self.learn_route(&error) => {}
                 Err(error) => {
                     self.routes.leaders.insert(descriptor.id, store % 3 + 1);
                     last = Some(error);
@@ -291,14 +302,7 @@ impl Client {
                     return;
                 }
                 Ok(other) => panic!("unexpected answer {other:?}"),
-                Err(RpcError::NotLeader { leader: Some(leader), range }) => {
-                    self.routes.leaders.insert(range, leader.store_id.0);
-                }
-                Err(RpcError::EpochNotMatch { ranges }) => {
-                    for range in ranges {
-                        self.routes.learn(range);
-                    }
-                }
+                Err(error) if self.learn_route(&error) => {}
                 Err(error) => {
                     if !matches!(error, RpcError::ServerBusy { .. }) {
                         self.routes.leaders.insert(descriptor.id, store % 3 + 1);

@@ -242,23 +242,6 @@ fn failed_operations_are_dropped() {
     assert_violation(&h, K);
 }
 
-/// splitmix64: a small seeded generator, good enough for test histories.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 /// One generated operation: the effect happened atomically at a point inside
 /// `[invoked, completed]` (or not at all when `outcome` is `None` and the op is dropped).
 struct Generated {
@@ -275,7 +258,7 @@ struct Generated {
 fn generate(seed: u64, ops: usize) -> Vec<Generated> {
     const CLIENTS: u64 = 5;
     const KEYS: u64 = 3;
-    let mut rng = Rng(seed);
+    let mut rng = tessera_raft::SplitMix64::new(seed);
     let mut map: BTreeMap<u64, u64> = BTreeMap::new();
     let mut free_at = [0u64; CLIENTS as usize];
     let mut next_value = 1;
@@ -287,29 +270,29 @@ fn generate(seed: u64, ops: usize) -> Vec<Generated> {
         if idle.is_empty() {
             continue;
         }
-        let client = idle[rng.below(idle.len() as u64) as usize];
-        let invoked = point.saturating_sub(rng.below(7)).max(free_at[client as usize] + 1);
-        let completed = point + rng.below(7);
+        let client = idle[rng.range(0, idle.len() as u64) as usize];
+        let invoked = point.saturating_sub(rng.range(0, 7)).max(free_at[client as usize] + 1);
+        let completed = point + rng.range(0, 7);
         free_at[client as usize] = completed;
-        let key = rng.below(KEYS);
+        let key = rng.range(0, KEYS);
         let current = map.get(&key).copied();
         let value = next_value;
         next_value += 1;
-        let (op, outcome) = match rng.below(20) {
+        let (op, outcome) = match rng.range(0, 20) {
             0..=6 => (Op::Get { key }, Outcome::Get(current)),
             7..=12 => (Op::Put { key, value }, Outcome::Put),
             13..=14 => (Op::Delete { key }, Outcome::Delete),
             _ => {
                 let expected =
-                    if rng.below(2) == 0 { current } else { Some(rng.below(next_value)) };
+                    if rng.range(0, 2) == 0 { current } else { Some(rng.range(0, next_value)) };
                 let succeeded = expected == current;
                 let cas = Op::Cas { key, expected, new: value };
                 (cas, Outcome::Cas { succeeded, previous: current })
             }
         };
         // Writes occasionally end indeterminately or fail; reads always apply (no effect).
-        let fate = if matches!(op, Op::Get { .. }) { 0 } else { rng.below(12) };
-        let applies = fate != 11 && (fate != 10 || rng.below(2) == 0);
+        let fate = if matches!(op, Op::Get { .. }) { 0 } else { rng.range(0, 12) };
+        let applies = fate != 11 && (fate != 10 || rng.range(0, 2) == 0);
         if applies {
             match op {
                 Op::Put { .. } => {
