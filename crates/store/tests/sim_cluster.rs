@@ -846,3 +846,31 @@ fn a_snapshot_the_engine_refuses_leaves_the_store_running_and_is_sent_again() {
     cluster.damage_snapshots = false;
     assert!(cluster.run_until(3_000, learner_ready), "the learner never caught up");
 }
+
+#[test]
+fn a_leader_whose_cached_snapshot_is_lost_builds_a_new_one() {
+    let mut cluster = Cluster::with_spares(3, 1, 11, config());
+    put(&mut cluster, &key(1), "one");
+    let (leader, descriptor) = cluster.leader_of(&key(1)).unwrap();
+    cluster.store(leader).unwrap().change_replicas(
+        descriptor.id,
+        descriptor.epoch,
+        &[ReplicaChange::AddLearner { id: ReplicaId(40), store_id: StoreId(4) }],
+        Box::new(|_| {}),
+    );
+    let built = |c: &mut Cluster| c.store(leader).unwrap().stats().snapshots_built;
+    assert!(cluster.run_until(1_000, |c| built(c) >= 1), "no snapshot built");
+    // The files under the leader's cached snapshot vanish before they are streamed.
+    let leader_dir = cluster.snapshots.path().join(format!("store-{leader}"));
+    for entry in std::fs::read_dir(&leader_dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name().unwrap().to_string_lossy().starts_with("gen-") {
+            std::fs::remove_dir_all(&path).unwrap();
+        }
+    }
+    let learner_ready = |c: &mut Cluster| {
+        c.replica_data().iter().any(|(_, store, data)| *store == StoreId(4) && data.len() == 1)
+    };
+    assert!(cluster.run_until(3_000, learner_ready), "the learner never caught up");
+    assert!(built(&mut cluster) >= 2, "the lost snapshot was not rebuilt");
+}

@@ -369,6 +369,11 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
     pub fn report_snapshot(&mut self, range: RangeId, to: tessera_raft::ReplicaId, ok: bool) {
         if let Some(peer) = self.peers.get_mut(&range) {
             peer.raw.report_snapshot(to, ok);
+            if !ok && peer.is_leader() {
+                // The cached files may be what failed (gone or damaged on this disk): the
+                // next send builds afresh rather than stream the same files forever.
+                peer.raw.store_mut().clear_snapshot();
+            }
             self.dirty.insert(range);
         }
         if !ok {

@@ -188,8 +188,14 @@ impl Cluster {
             due.into_iter().map(|(_, envelope)| envelope).collect()
         };
         for mut envelope in due {
-            if envelope.message.kind == MessageKind::Snapshot {
-                self.copy_snapshot_files(&mut envelope);
+            if envelope.message.kind == MessageKind::Snapshot
+                && !self.copy_snapshot_files(&mut envelope)
+            {
+                // The sender could not read its files: the stream fails before the
+                // receiver's Raft sees the message, and the sender hears of it.
+                let (range, from, to) = (envelope.range, envelope.from_store, envelope.message.to);
+                self.report_snapshot(range, from, to, false);
+                continue;
             }
             let snapshot = (envelope.message.kind == MessageKind::Snapshot).then_some((
                 envelope.range,
@@ -229,10 +235,11 @@ impl Cluster {
     }
 
     /// Copies a snapshot's files to the receiver's side, as the QUIC transport streams them
-    /// (the sender may delete its own copies at any time).
-    fn copy_snapshot_files(&mut self, envelope: &mut RaftEnvelope) {
-        let Some(snapshot) = envelope.message.snapshot.as_mut() else { return };
-        let Ok(mut data) = SnapshotData::decode(&snapshot.data) else { return };
+    /// (the sender may delete its own copies at any time). `false` if a file could not be
+    /// read: the stream fails.
+    fn copy_snapshot_files(&mut self, envelope: &mut RaftEnvelope) -> bool {
+        let Some(snapshot) = envelope.message.snapshot.as_mut() else { return true };
+        let Ok(mut data) = SnapshotData::decode(&snapshot.data) else { return true };
         self.next_id += 1;
         let dir = self
             .snapshots
@@ -242,9 +249,9 @@ impl Cluster {
         std::fs::create_dir_all(&dir).unwrap();
         for (index, file) in data.files.iter_mut().enumerate() {
             let target = dir.join(format!("{index}.sst"));
-            // A file already gone arrives damaged: the receiver must refuse it.
             if std::fs::copy(&file.path, &target).is_err() {
-                std::fs::write(&target, b"gone").unwrap();
+                let _ = std::fs::remove_dir_all(&dir);
+                return false;
             }
             file.path = target.display().to_string();
             if self.damage_snapshots {
@@ -252,6 +259,7 @@ impl Cluster {
             }
         }
         snapshot.data = data.encode();
+        true
     }
 
     /// Tells the sending store how a snapshot fared (a streaming network reports this).
