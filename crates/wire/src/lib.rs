@@ -72,3 +72,4 @@ pub mod range;
 pub mod rpc;
 pub mod timestamp;
 pub mod transport;
+pub mod versioned;

@@ -24,6 +24,9 @@ pub enum StoreState {
     Down,
     /// Removed for good; its id is never reused.
     Tombstone,
+    /// Up, but it missed its last heartbeats: nothing moves to it until it reports again.
+    /// Shown by the API; never stored.
+    Disconnected,
 }
 
 /// One label of a store's location (e.g. `region = eu-west`), ordered from the highest level.
@@ -199,6 +202,167 @@ pub enum ScheduleCommand {
     },
 }
 
+/// How a [`LabelConstraint`] matches a store's label.
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub enum ConstraintOp {
+    /// The store has the label with one of the values.
+    In,
+    /// The store does not have the label with any of the values.
+    NotIn,
+    /// The store has the label (any value).
+    Exists,
+    /// The store does not have the label.
+    NotExists,
+}
+
+/// A condition on a store's labels (e.g. `region in [eu-west]`).
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct LabelConstraint {
+    /// The label's key (`region`, `zone`, `host`, …).
+    pub key: String,
+    /// How it matches.
+    pub op: ConstraintOp,
+    /// The values (`In`, `NotIn`); ignored by `Exists` and `NotExists`.
+    pub values: Vec<String>,
+}
+
+/// Where the replicas of the ranges in `[start_key, end_key)` go. Rules do not overlap; keys
+/// no rule covers follow the cluster's default (`max_replicas` voters spread over the
+/// highest label level). Ranges are split at rule boundaries.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct PlacementRule {
+    /// A name, unique in the cluster.
+    pub id: String,
+    /// The first key covered (inclusive).
+    pub start_key: Bytes,
+    /// The end (exclusive); empty: +∞.
+    pub end_key: Bytes,
+    /// Voters per range.
+    pub voters: u32,
+    /// Learners per range (for local follower reads).
+    pub learners: u32,
+    /// Every voter's store matches all of these.
+    pub voter_constraints: Vec<LabelConstraint>,
+    /// Every learner's store matches all of these.
+    pub learner_constraints: Vec<LabelConstraint>,
+    /// The leader goes to a voter whose store matches all of these, when one exists.
+    pub leader_preference: Vec<LabelConstraint>,
+    /// The label levels replicas spread over, highest first (empty: the cluster's).
+    pub location_labels: Vec<String>,
+}
+
+/// One step of an operator (a scheduling decision as a sequence of commands to a range).
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub enum OperatorStep {
+    /// Add a learner on the store (a fresh replica id is allocated when the step runs).
+    AddLearner {
+        /// Where.
+        store_id: StoreId,
+    },
+    /// Promote the learner on the store to a voter.
+    PromoteLearner {
+        /// Where.
+        store_id: StoreId,
+    },
+    /// Demote the voter on the store to a learner.
+    DemoteVoter {
+        /// Where.
+        store_id: StoreId,
+    },
+    /// Remove the (learner) replica on the store.
+    RemoveReplica {
+        /// Where.
+        store_id: StoreId,
+    },
+    /// Move leadership to the replica on the store.
+    TransferLeader {
+        /// Where.
+        to_store: StoreId,
+    },
+    /// Split the range at the keys.
+    Split {
+        /// Ascending, strictly inside the range.
+        keys: Vec<Bytes>,
+    },
+}
+
+/// Where an operator is.
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub enum OperatorStatus {
+    /// Steps remain.
+    Running,
+    /// Every step is done.
+    Finished,
+    /// A step took longer than its timeout.
+    TimedOut,
+    /// Cancelled by an operator or replaced.
+    Cancelled,
+    /// The range changed under it (another epoch) so its steps no longer apply.
+    Failed,
+}
+
+/// An operator, as the API shows it.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct OperatorInfo {
+    /// Unique among the leader's operators.
+    pub id: u64,
+    /// The range it works on.
+    pub range: RangeId,
+    /// What made it (`replica-repair`, `rule`, `balance-leader`, `balance-range`,
+    /// `hot-leader`, `offline`, `admin`, …).
+    pub kind: String,
+    /// Why, in words.
+    pub reason: String,
+    /// Its steps.
+    pub steps: Vec<OperatorStep>,
+    /// The step running now (`steps.len()` when finished).
+    pub current_step: u32,
+    /// Where it is.
+    pub status: OperatorStatus,
+    /// When it was created (ms since the Unix epoch, leader's clock).
+    pub created_ms: u64,
+}
+
+/// A member of the placement group.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct PlacementMember {
+    /// Its node id.
+    pub node_id: NodeId,
+    /// Its peer address.
+    pub address: String,
+    /// Whether it votes (a joining member is a learner until it caught up).
+    pub voter: bool,
+}
+
+/// The cluster at a glance.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct ClusterStatus {
+    /// The cluster.
+    pub cluster_id: u64,
+    /// Whether it was bootstrapped.
+    pub bootstrapped: bool,
+    /// The placement leader answering.
+    pub leader: NodeId,
+    /// The placement group.
+    pub members: Vec<PlacementMember>,
+    /// Stores by state (tombstones included).
+    pub stores: Vec<Store>,
+    /// Ranges known.
+    pub range_count: u64,
+    /// Operators running.
+    pub running_operators: u64,
+    /// The GC safe point.
+    pub gc_safe_point: Timestamp,
+}
+
 /// A request to the placement driver.
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[rkyv(derive(Debug))]
@@ -275,6 +439,66 @@ pub enum PlacementRequest {
         /// The ranges.
         ranges: Vec<RangeDescriptor>,
     },
+    /// The cluster at a glance.
+    ClusterStatus,
+    /// Every placement rule.
+    ListRules,
+    /// Create or replace a rule (by id); refused if it overlaps another rule.
+    PutRule {
+        /// The rule.
+        rule: PlacementRule,
+    },
+    /// Delete a rule.
+    DeleteRule {
+        /// Its id.
+        id: String,
+    },
+    /// Operators (running, and the latest finished ones).
+    ListOperators,
+    /// Run `steps` on a range by hand.
+    AddOperator {
+        /// The range.
+        range: RangeId,
+        /// What to do.
+        steps: Vec<OperatorStep>,
+    },
+    /// Cancel the operator running on a range.
+    CancelOperator {
+        /// The range.
+        range: RangeId,
+    },
+    /// Mark a store `Offline` (drain it, then tombstone it) or back `Up` (before it is a
+    /// tombstone).
+    SetStoreState {
+        /// The store.
+        store_id: StoreId,
+        /// `Offline` or `Up`.
+        state: StoreState,
+    },
+    /// Replace a store's labels.
+    SetStoreLabels {
+        /// The store.
+        store_id: StoreId,
+        /// Its location, highest level first.
+        labels: Vec<StoreLabel>,
+    },
+    /// Raise the GC safe point (it never goes back).
+    UpdateGcSafePoint {
+        /// The new safe point.
+        safe_point: Timestamp,
+    },
+    /// Add a member to the placement group (as a learner, promoted once caught up).
+    AddMember {
+        /// The new member.
+        node_id: NodeId,
+        /// Its peer address.
+        address: String,
+    },
+    /// Remove a member from the placement group.
+    RemoveMember {
+        /// The member.
+        node_id: NodeId,
+    },
 }
 
 /// The placement driver's answer to a successful [`PlacementRequest`], one variant per
@@ -346,4 +570,43 @@ pub enum PlacementResponse {
     },
     /// Noted.
     ReportSplit,
+    /// The cluster at a glance.
+    ClusterStatus {
+        /// The status.
+        status: ClusterStatus,
+    },
+    /// Every rule, by key.
+    ListRules {
+        /// The rules.
+        rules: Vec<PlacementRule>,
+    },
+    /// Stored.
+    PutRule,
+    /// Deleted (or there was none).
+    DeleteRule,
+    /// Operators.
+    ListOperators {
+        /// Running first, then the latest finished ones.
+        operators: Vec<OperatorInfo>,
+    },
+    /// Accepted.
+    AddOperator {
+        /// The new operator.
+        operator: OperatorInfo,
+    },
+    /// Cancelled (or none ran).
+    CancelOperator,
+    /// Stored.
+    SetStoreState,
+    /// Stored.
+    SetStoreLabels,
+    /// The safe point now in force (the larger of the old and the asked).
+    UpdateGcSafePoint {
+        /// The safe point.
+        safe_point: Timestamp,
+    },
+    /// The member was added.
+    AddMember,
+    /// The member was removed.
+    RemoveMember,
 }
