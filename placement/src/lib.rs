@@ -5,5 +5,27 @@
 //! persisted bound, the GC safe point), serving timestamps, and scheduling (replica
 //! checker, placement rules, balancers) as pure logic on the leader.
 //!
+//! - [`state`]: the replicated state and the commands that change it;
+//! - [`node`]: one member — Raft, apply, the leader's services;
+//! - [`tso`]: the timestamp oracle;
+//! - [`schedule`]: scheduling as pure logic (checkers, balancers, operators);
+//! - [`system`]: a member on its own thread, and its transport glue;
+//! - [`client`]: the caller's side, following the leader.
+//!
 //! Does not belong here: the store's data path. Built on `tessera-raft`, `tessera-engine`
 //! and `tessera-transport`.
+
+pub mod client;
+mod codec;
+pub mod error;
+pub mod node;
+pub mod schedule;
+pub mod state;
+pub mod system;
+pub mod tso;
+
+pub use error::{PlacementError, Result};
+pub use node::{
+    NodeConfig, NodeNetwork, PLACEMENT_GROUP, PlacementNode, Responder, bootstrap_group,
+};
+pub use system::{PlacementHandle, PlacementRpcHandler, PlacementSystem, TransportNodeNetwork};
