@@ -2,11 +2,13 @@
 //!
 //! One binary for everything a user runs: `tessera store`, `tessera placement`,
 //! `tessera playground`, and the CLI (`tessera kv …`, `tessera cluster …`). Subcommands
-//! appear here as the parts behind them exist; today that is `version` and `store`.
+//! appear here as the parts behind them exist; today that is `version`, `store` and `placement`.
 //!
 //! Belongs here: argument parsing, config files, process wiring, admin HTTP. Does not belong
 //! here: logic that a library crate could own and test on its own.
 
+mod placement_cmd;
+mod placement_link;
 mod store_cmd;
 
 use anyhow::Result;
@@ -29,6 +31,8 @@ enum Command {
     Version,
     /// Run a store: RocksDB engines, the QUIC transport and the multi-raft store.
     Store(store_cmd::StoreArgs),
+    /// Run a member of the placement group: cluster metadata, timestamps, scheduling.
+    Placement(Box<placement_cmd::PlacementArgs>),
 }
 
 fn main() -> Result<()> {
@@ -39,6 +43,7 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Store(args) => store_cmd::run(&args)?,
+        Command::Placement(args) => placement_cmd::run(&args)?,
         Command::Version => {
             println!(
                 "tessera {} ({} {})",

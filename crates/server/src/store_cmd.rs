@@ -1,11 +1,53 @@
 //! `tessera store`: one store process — RocksDB engines in `--data-dir`, the QUIC transport
 //! on `--listen`, the multi-raft store on its own thread, KV served over RPC.
 //!
-//! Until the placement driver lands (issue 7), a new cluster is bootstrapped by starting
-//! every store with the same `--initial-stores`: each empty data directory is bootstrapped
-//! with the first range, one voter per listed store (replica id = store id). A store started
-//! on an empty directory without `--initial-stores` joins holding nothing; replicas reach it
-//! by membership changes and snapshots.
+//! A store's node id is its store id: the store's network reaches store `n` at node `n`.
+//!
+//! # Without the placement driver: `--initial-stores`
+//!
+//! A new cluster is bootstrapped by starting every store with the same `--initial-stores`:
+//! each empty data directory is bootstrapped with the first range, one voter per listed
+//! store (replica id = store id). A store started on an empty directory without
+//! `--initial-stores` joins holding nothing; replicas reach it by membership changes and
+//! snapshots. Other stores' addresses come from `--peer ID=ADDR`.
+//!
+//! # With the placement driver: `--placement ID=ADDR` (repeatable)
+//!
+//! Conflicts with `--initial-stores`. The placement nodes are registered as transport peers
+//! under their node ids, which must differ from this store's id and from every `--peer` id
+//! (the operator keeps node ids distinct across stores and placement nodes; the start is
+//! refused otherwise). This store registers itself as
+//! `Store { id, node_id: id, address, labels, state: Up }` where `address` is
+//! `--advertise-addr`, by default the bound `--listen` address (so `--advertise-addr` is
+//! required when `--listen` is a wildcard address such as `0.0.0.0`), and `labels` are the
+//! `--label KEY=VALUE` flags in the order given (highest level first; they also go into the
+//! store heartbeats).
+//!
+//! Startup, each placement call retried across the placement members for at most
+//! [`PLACEMENT_STARTUP_TIMEOUT`] (then the start fails with the last error):
+//!
+//! 1. If the data directory holds no store ident: `Bootstrap { store, range }` with the
+//!    first range `[∅, ∞)`, id 1, epoch `{conf_ver: 1, version: 1}` and one voter on this
+//!    store (replica id = store id).
+//!    - Accepted: this store created the cluster and bootstraps that range locally
+//!      (`bootstrap`).
+//!    - `AlreadyBootstrapped`: `GetRangeById { range: 1 }`. If range 1 is still exactly
+//!      epoch `{1, 1}` with a single replica, on this store, this store created the cluster
+//!      but stopped before bootstrapping locally: it bootstraps that descriptor locally.
+//!      (The same happens if this store of a one-store cluster lost its data directory
+//!      before any membership change or split: writes do not change the epoch, so what was
+//!      written is not recovered.) Otherwise, or if range 1 is gone, it joins holding
+//!      nothing (`bootstrap_store`); the placement driver moves replicas to it.
+//! 2. Always: `PutStore { store }`; then the store gets a [`PlacementLink`] (store and range
+//!    heartbeats, split ids and reports; the answers carry scheduling commands) before its
+//!    thread starts.
+//! 3. A background task ([`spawn_store_directory`]) asks `GetAllStores` at start and every
+//!    second and registers every other store's address with the transport, so stores need
+//!    no `--peer` (explicit `--peer` flags still work until the placement driver names an
+//!    address for that store).
+//!
+//! The process prints `tessera store N ready on ADDR with K ranges` once it serves (scripts
+//! and tests wait for it), and stops cleanly on SIGINT or SIGTERM.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -15,16 +57,24 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use tessera_engine::codec::StoreIdent;
-use tessera_engine::{Cf, KvRead, keys};
+use tessera_engine::{Cf, KvEngine, KvRead, RaftLogEngine, keys};
 use tessera_engine_rocks::EngineOptions;
+use tessera_placement::client::PlacementRpc;
 use tessera_raft::ReplicaId;
 use tessera_store::{
     Store, StoreConfig, StoreRpcHandler, StoreSystem, TransportNetwork, bootstrap, bootstrap_store,
 };
 use tessera_transport::tls::{NodeTls, TlsSource};
 use tessera_transport::{Transport, TransportConfig};
+use tessera_wire::errors::RpcError;
 use tessera_wire::ids::{NodeId, RangeId, StoreId};
+use tessera_wire::placement::{PlacementRequest, PlacementResponse, StoreLabel, StoreState};
 use tessera_wire::range::{RangeDescriptor, RangeEpoch, Replica, ReplicaRole};
+
+use crate::placement_link::{PlacementLink, spawn_store_directory};
+
+/// How long each placement call of the startup may take, retries included.
+pub const PLACEMENT_STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Arguments of `tessera store`.
 #[derive(Debug, clap::Args)]
@@ -46,8 +96,12 @@ pub struct StoreArgs {
     pub peers: Vec<(u64, SocketAddr)>,
     /// Stores holding the first range of a new cluster (comma-separated ids); used only
     /// when the data directory is empty. Left out, an empty store joins holding nothing.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', conflicts_with = "placement")]
     pub initial_stores: Vec<u64>,
+    /// The placement driver and how this store registers with it (boxed: they would make
+    /// the subcommand enum large).
+    #[command(flatten)]
+    pub placement_args: Box<PlacementArgs>,
     /// Development TLS: the cluster CA and node certificates are generated in this
     /// directory (shared by all nodes of the cluster). Insecure by design.
     #[arg(long)]
@@ -57,11 +111,208 @@ pub struct StoreArgs {
     pub tick_ms: u64,
 }
 
+/// The placement flags of `tessera store`.
+#[derive(Debug, clap::Args)]
+pub struct PlacementArgs {
+    /// A placement node: `ID=ADDR` (its node id, distinct from every store id). Repeat for
+    /// each. The store then bootstraps or joins through the placement driver, registers
+    /// itself, reports to it and learns the other stores' addresses from it.
+    #[arg(long = "placement", value_parser = parse_peer)]
+    pub placement: Vec<(u64, SocketAddr)>,
+    /// The address other nodes reach this store at, registered with the placement driver.
+    /// Default: the bound --listen address (required when --listen is a wildcard address).
+    #[arg(long)]
+    pub advertise_addr: Option<SocketAddr>,
+    /// A label of this store's location: `KEY=VALUE`, highest level first (e.g.
+    /// `--label region=eu --label zone=eu-1a`). Repeat for each.
+    #[arg(long = "label", value_parser = parse_label)]
+    pub labels: Vec<StoreLabel>,
+}
+
 fn parse_peer(text: &str) -> Result<(u64, SocketAddr), String> {
     let (id, addr) = text.split_once('=').ok_or_else(|| format!("`{text}`: expected ID=ADDR"))?;
-    let id = id.parse().map_err(|_| format!("`{id}`: not a store id"))?;
+    let id = id.parse().map_err(|_| format!("`{id}`: not a node id"))?;
     let addr = addr.parse().map_err(|_| format!("`{addr}`: not a socket address"))?;
     Ok((id, addr))
+}
+
+fn parse_label(text: &str) -> Result<StoreLabel, String> {
+    let (key, value) =
+        text.split_once('=').ok_or_else(|| format!("`{text}`: expected KEY=VALUE"))?;
+    if key.is_empty() {
+        return Err(format!("`{text}`: empty label key"));
+    }
+    Ok(StoreLabel { key: key.to_owned(), value: value.to_owned() })
+}
+
+/// Refuses placement node ids that are zero, repeated, or shared with this store or a peer.
+fn check_placement_ids(args: &StoreArgs) -> Result<()> {
+    for (index, (id, _)) in args.placement_args.placement.iter().enumerate() {
+        if *id == 0 {
+            bail!("--placement {id}=…: node ids must be positive");
+        }
+        if *id == args.store_id {
+            bail!(
+                "--placement {id}=…: node id {id} is this store's id; placement nodes and \
+                 stores need distinct node ids"
+            );
+        }
+        if args.peers.iter().any(|(peer, _)| peer == id) {
+            bail!(
+                "--placement {id}=…: node id {id} is also given as a --peer store; placement \
+                 nodes and stores need distinct node ids"
+            );
+        }
+        if args.placement_args.placement[..index].iter().any(|(other, _)| other == id) {
+            bail!("--placement {id}=… is given twice");
+        }
+    }
+    Ok(())
+}
+
+/// The address this store registers: `--advertise-addr`, else the bound address.
+fn advertised(args: &StoreArgs, bound: SocketAddr) -> Result<SocketAddr> {
+    let addr = args.placement_args.advertise_addr.unwrap_or(bound);
+    if addr.ip().is_unspecified() || addr.port() == 0 {
+        bail!(
+            "cannot register {addr} with the placement driver: give --advertise-addr (the \
+             address other nodes reach this store at)"
+        );
+    }
+    Ok(addr)
+}
+
+/// The first range of a cluster created by `store`: `[∅, ∞)`, one voter on `store`.
+fn first_range(store: StoreId) -> RangeDescriptor {
+    RangeDescriptor {
+        id: RangeId(1),
+        start_key: Bytes::new(),
+        end_key: Bytes::new(),
+        epoch: RangeEpoch { conf_ver: 1, version: 1 },
+        replicas: vec![Replica {
+            id: ReplicaId(store.0),
+            store_id: store,
+            role: ReplicaRole::Voter,
+        }],
+    }
+}
+
+/// Whether `descriptor` is range 1 as bootstrapped by `store` and never changed since.
+fn is_untouched_first_range(descriptor: &RangeDescriptor, store: StoreId) -> bool {
+    descriptor.id == RangeId(1)
+        && descriptor.epoch == (RangeEpoch { conf_ver: 1, version: 1 })
+        && descriptor.start_key.is_empty()
+        && descriptor.end_key.is_empty()
+        && matches!(descriptor.replicas.as_slice(), [only] if only.store_id == store)
+}
+
+/// Startup step 1 with the placement driver (see the module documentation): an empty data
+/// directory bootstraps the cluster, finishes an interrupted bootstrap, or joins empty.
+fn bootstrap_with_placement<R: RaftLogEngine, K: KvEngine>(
+    runtime: &tokio::runtime::Runtime,
+    rpc: &PlacementRpc,
+    (raft, kv): (&R, &K),
+    ident: StoreIdent,
+    store: &tessera_wire::placement::Store,
+) -> Result<()> {
+    let first = first_range(ident.store_id);
+    let request = PlacementRequest::Bootstrap { store: store.clone(), range: first.clone() };
+    match runtime.block_on(rpc.call(request, PLACEMENT_STARTUP_TIMEOUT)) {
+        Ok(PlacementResponse::Bootstrap) => {
+            bootstrap(raft, kv, ident, &first)?;
+            tracing::info!(store = %ident.store_id, "bootstrapped the cluster");
+            return Ok(());
+        }
+        Ok(other) => bail!("the placement driver answered Bootstrap with {other:?}"),
+        Err(RpcError::AlreadyBootstrapped) => {}
+        Err(error) => {
+            return Err(error).context("bootstrapping the cluster through the placement driver");
+        }
+    }
+    let request = PlacementRequest::GetRangeById { range: RangeId(1) };
+    match runtime.block_on(rpc.call(request, PLACEMENT_STARTUP_TIMEOUT)) {
+        Ok(PlacementResponse::GetRangeById { route })
+            if is_untouched_first_range(&route.descriptor, ident.store_id) =>
+        {
+            bootstrap(raft, kv, ident, &route.descriptor)?;
+            tracing::info!(store = %ident.store_id, "finished an interrupted bootstrap");
+        }
+        Ok(PlacementResponse::GetRangeById { .. }) | Err(RpcError::RangeNotFound { .. }) => {
+            bootstrap_store(raft, kv, ident)?;
+            tracing::info!(store = %ident.store_id, "joined the cluster holding no range");
+        }
+        Ok(other) => bail!("the placement driver answered GetRangeById with {other:?}"),
+        Err(error) => {
+            return Err(error).context("asking the placement driver for the first range");
+        }
+    }
+    Ok(())
+}
+
+/// Startup step 2 with the placement driver: registers (or updates) this store.
+fn register_store(
+    runtime: &tokio::runtime::Runtime,
+    rpc: &PlacementRpc,
+    store: &tessera_wire::placement::Store,
+) -> Result<()> {
+    let request = PlacementRequest::PutStore { store: store.clone() };
+    match runtime.block_on(rpc.call(request, PLACEMENT_STARTUP_TIMEOUT)) {
+        Ok(PlacementResponse::PutStore) => {
+            tracing::info!(store = %store.id, address = %store.address, "registered with the placement driver");
+            Ok(())
+        }
+        Ok(other) => bail!("the placement driver answered PutStore with {other:?}"),
+        Err(RpcError::ClusterNotBootstrapped) => bail!(
+            "the placement driver holds no cluster, but this data directory belongs to one \
+             (bootstrapped without --placement, or the placement data was lost)"
+        ),
+        Err(error) => Err(error).with_context(|| {
+            format!(
+                "registering store {} with the placement driver (gave up after {} s)",
+                store.id,
+                PLACEMENT_STARTUP_TIMEOUT.as_secs()
+            )
+        }),
+    }
+}
+
+/// Startup without the placement driver: `--initial-stores` (see the module documentation).
+fn bootstrap_locally<R: RaftLogEngine, K: KvEngine>(
+    args: &StoreArgs,
+    (raft, kv): (&R, &K),
+    ident: StoreIdent,
+) -> Result<()> {
+    if args.initial_stores.is_empty() {
+        // A store joining a running cluster: it holds nothing until leaders add replicas
+        // on it (they arrive by snapshot).
+        bootstrap_store(raft, kv, ident)?;
+        tracing::info!(store = args.store_id, "joined holding no range");
+        return Ok(());
+    }
+    if !args.initial_stores.contains(&args.store_id) {
+        bail!(
+            "the data directory is empty and --initial-stores does not list this store \
+             (leave --initial-stores out to join a running cluster holding nothing)"
+        );
+    }
+    let first = RangeDescriptor {
+        id: RangeId(1),
+        start_key: Bytes::new(),
+        end_key: Bytes::new(),
+        epoch: RangeEpoch { conf_ver: 1, version: 1 },
+        replicas: args
+            .initial_stores
+            .iter()
+            .map(|id| Replica {
+                id: ReplicaId(*id),
+                store_id: StoreId(*id),
+                role: ReplicaRole::Voter,
+            })
+            .collect(),
+    };
+    bootstrap(raft, kv, ident, &first)?;
+    tracing::info!(store = args.store_id, "bootstrapped the first range");
+    Ok(())
 }
 
 /// Runs the store until SIGINT or SIGTERM.
@@ -69,9 +320,17 @@ pub fn run(args: &StoreArgs) -> Result<()> {
     if args.store_id == 0 || args.cluster_id == 0 {
         bail!("--store-id and --cluster-id must be positive");
     }
+    check_placement_ids(args)?;
+    if !args.placement_args.placement.is_empty()
+        && args.placement_args.advertise_addr.is_none()
+        && args.listen.ip().is_unspecified()
+    {
+        bail!("--listen {} is a wildcard address: give --advertise-addr", args.listen);
+    }
     let config = StoreConfig {
         tick_interval_ms: args.tick_ms,
         snapshot_dir: args.data_dir.join("snapshots"),
+        labels: args.placement_args.labels.clone(),
         ..StoreConfig::default()
     };
     config.validate()?;
@@ -79,37 +338,9 @@ pub fn run(args: &StoreArgs) -> Result<()> {
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let (raft, kv) = tessera_engine_rocks::open(&args.data_dir, &EngineOptions::default())
         .with_context(|| format!("opening the engines in {}", args.data_dir.display()))?;
-    let ident = StoreIdent { cluster_id: args.cluster_id, store_id: StoreId(args.store_id) };
-    if kv.get(Cf::Meta, keys::STORE_IDENT_KEY)?.is_none() && args.initial_stores.is_empty() {
-        // A store joining a running cluster: it holds nothing until leaders add replicas
-        // on it (they arrive by snapshot).
-        bootstrap_store(&raft, &kv, ident)?;
-        tracing::info!(store = args.store_id, "joined holding no range");
-    } else if kv.get(Cf::Meta, keys::STORE_IDENT_KEY)?.is_none() {
-        if !args.initial_stores.contains(&args.store_id) {
-            bail!(
-                "the data directory is empty and --initial-stores does not list this store \
-                 (leave --initial-stores out to join a running cluster holding nothing)"
-            );
-        }
-        let first = RangeDescriptor {
-            id: RangeId(1),
-            start_key: Bytes::new(),
-            end_key: Bytes::new(),
-            epoch: RangeEpoch { conf_ver: 1, version: 1 },
-            replicas: args
-                .initial_stores
-                .iter()
-                .map(|id| Replica {
-                    id: ReplicaId(*id),
-                    store_id: StoreId(*id),
-                    role: ReplicaRole::Voter,
-                })
-                .collect(),
-        };
-        bootstrap(&raft, &kv, ident, &first)?;
-        tracing::info!(store = args.store_id, "bootstrapped the first range");
-    }
+    let store_id = StoreId(args.store_id);
+    let ident = StoreIdent { cluster_id: args.cluster_id, store_id };
+    let fresh = kv.get(Cf::Meta, keys::STORE_IDENT_KEY)?.is_none();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -119,28 +350,50 @@ pub fn run(args: &StoreArgs) -> Result<()> {
         &TlsSource::DevGenerated { dir: args.insecure_dev_certs.clone() },
         &format!("node-{}", args.store_id),
     )?;
-    let transport_config = TransportConfig::new(
-        NodeId(args.store_id),
-        StoreId(args.store_id),
-        args.cluster_id,
-        args.listen,
-        tls,
-    );
+    let transport_config =
+        TransportConfig::new(NodeId(args.store_id), store_id, args.cluster_id, args.listen, tls);
     let handler = Arc::new(StoreRpcHandler::with_snapshot_dir(config.snapshot_dir.clone()));
     let transport = Arc::new(
         runtime
             .block_on(Transport::start(transport_config, handler.clone()))
             .context("starting the transport")?,
     );
-    for (id, addr) in &args.peers {
+    for (id, addr) in args.peers.iter().chain(&args.placement_args.placement) {
         transport.set_peer(NodeId(*id), *addr);
     }
+    let addr = transport.local_addr()?;
+
+    let placement = if args.placement_args.placement.is_empty() {
+        if fresh {
+            bootstrap_locally(args, (&raft, &kv), ident)?;
+        }
+        None
+    } else {
+        let members = args.placement_args.placement.iter().map(|(id, _)| NodeId(*id)).collect();
+        let rpc = Arc::new(PlacementRpc::new(transport.clone(), members));
+        let registration = tessera_wire::placement::Store {
+            id: store_id,
+            node_id: NodeId(args.store_id),
+            address: advertised(args, addr)?.to_string(),
+            labels: args.placement_args.labels.clone(),
+            state: StoreState::Up,
+        };
+        if fresh {
+            bootstrap_with_placement(&runtime, &rpc, (&raft, &kv), ident, &registration)?;
+        }
+        register_store(&runtime, &rpc, &registration)?;
+        Some(rpc)
+    };
+
     let net = TransportNetwork::new(transport.clone(), runtime.handle().clone());
-    let store = Store::open(config, raft, kv, net, ident)?;
+    let mut store = Store::open(config, raft, kv, net, ident)?;
+    let directory = placement.as_ref().map(|rpc| {
+        store.set_placement(Box::new(PlacementLink::new(rpc.clone(), runtime.handle().clone())));
+        spawn_store_directory(rpc.clone(), store_id, runtime.handle())
+    });
     let ranges = store.peers().count();
     let system = StoreSystem::start(store, 65_536)?;
     handler.set_store(system.handle());
-    let addr = transport.local_addr()?;
     // The readiness line scripts and tests wait for.
     println!("tessera store {} ready on {addr} with {ranges} ranges", args.store_id);
     runtime.block_on(async {
@@ -153,8 +406,21 @@ pub fn run(args: &StoreArgs) -> Result<()> {
         anyhow::Ok(())
     })?;
     tracing::info!(store = args.store_id, "stopping");
+    // Stopping the store drops its placement link, which aborts the calls in flight.
     system.stop();
     handler.clear_store();
+    if let Some(directory) = directory {
+        directory.abort();
+    }
+    drop(placement);
+    // Aborted tasks release their references to the transport soon after; wait a little
+    // for them so that the transport can be shut down gracefully.
+    runtime.block_on(async {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        while Arc::strong_count(&transport) > 1 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
     if let Ok(transport) = Arc::try_unwrap(transport) {
         runtime.block_on(transport.shutdown(Duration::from_secs(2)));
     }
