@@ -29,6 +29,7 @@
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use std::collections::HashMap;
 use std::sync::Arc;
 use tessera_transport::{Transport, TransportError};
 use tessera_wire::errors::RpcError;
@@ -42,7 +43,7 @@ pub const BACKOFF_MIN: Duration = Duration::from_millis(20);
 /// The longest pause between attempts.
 pub const BACKOFF_MAX: Duration = Duration::from_millis(500);
 /// The longest one attempt may wait for its answer.
-pub const ATTEMPT_TIMEOUT_MAX: Duration = Duration::from_secs(2);
+pub const ATTEMPT_TIMEOUT_MAX: Duration = Duration::from_secs(1);
 
 /// Which member to try first.
 #[derive(Debug, Clone, Copy)]
@@ -61,7 +62,13 @@ pub struct PlacementRpc {
     transport: Arc<Transport>,
     members: Vec<NodeId>,
     target: Mutex<Option<Target>>,
+    /// Members whose last attempt failed at the transport (dead or cut off), with when
+    /// they may be tried first again: others are tried before them meanwhile.
+    suspects: Mutex<HashMap<NodeId, Instant>>,
 }
+
+/// How long a member that failed at the transport is tried only after the others.
+pub const SUSPECT_FOR: Duration = Duration::from_secs(3);
 
 /// What to do after one attempt failed.
 enum Next {
@@ -85,7 +92,12 @@ impl PlacementRpc {
             }
         }
         let target = unique.first().map(|&node| Target { node, known: false });
-        Self { transport, members: unique, target: Mutex::new(target) }
+        Self {
+            transport,
+            members: unique,
+            target: Mutex::new(target),
+            suspects: Mutex::new(HashMap::new()),
+        }
     }
 
     /// The placement group's members.
@@ -138,6 +150,7 @@ impl PlacementRpc {
                 Ok(response) => match response.result {
                     RpcResult::Ok(RpcResponseBody::Placement(answer)) => {
                         *self.target.lock() = Some(Target { node, known: true });
+                        self.suspects.lock().remove(&node);
                         return Ok(answer);
                     }
                     RpcResult::Ok(other) => {
@@ -158,6 +171,7 @@ impl PlacementRpc {
                     }
                 },
                 Err(error) => {
+                    self.suspects.lock().insert(node, Instant::now() + SUSPECT_FOR);
                     let next =
                         if retryable(&error) { Next::Elsewhere(BACKOFF_MIN) } else { Next::Fail };
                     (transport_error(error), next)
@@ -170,6 +184,8 @@ impl PlacementRpc {
                 Next::Redirect(_) if redirects >= self.members.len() => {
                     Next::Elsewhere(BACKOFF_MIN)
                 }
+                // A member naming a leader that just failed us knows less than we do.
+                Next::Redirect(leader) if self.is_suspect(leader) => Next::Elsewhere(BACKOFF_MIN),
                 other => other,
             };
             match next {
@@ -208,13 +224,27 @@ impl PlacementRpc {
         }
     }
 
-    /// Forgets `failed` as the leader and returns the member after it.
+    /// Whether `node` failed at the transport less than [`SUSPECT_FOR`] ago.
+    fn is_suspect(&self, node: NodeId) -> bool {
+        let now = Instant::now();
+        let mut suspects = self.suspects.lock();
+        suspects.retain(|_, until| *until > now);
+        suspects.contains_key(&node)
+    }
+
+    /// Forgets `failed` as the leader and returns the member to try next: the first after
+    /// it, in member order, that is not suspect (or simply the next one if all are).
     fn move_on(&self, failed: NodeId) -> NodeId {
-        let position = self.members.iter().position(|&member| member == failed);
-        let next = position
-            .and_then(|index| self.members.get((index + 1) % self.members.len()))
-            .or_else(|| self.members.first())
-            .copied()
+        let position = self.members.iter().position(|&member| member == failed).unwrap_or(0);
+        let count = self.members.len();
+        if count == 0 {
+            return failed;
+        }
+        let in_order = (1..=count).map(|offset| self.members[(position + offset) % count]);
+        let next = in_order
+            .clone()
+            .find(|member| *member != failed && !self.is_suspect(*member))
+            .or_else(|| in_order.into_iter().next())
             .unwrap_or(failed);
         let mut target = self.target.lock();
         if target.is_none_or(|target| target.node == failed) {

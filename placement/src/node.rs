@@ -410,6 +410,10 @@ impl<R: RaftLogEngine, K: KvEngine, N: NodeNetwork> PlacementNode<R, K, N> {
             self.run_scheduler();
         }
         self.maybe_promote_learners();
+        if !self.parked.is_empty() {
+            // Some wait for a lease or a bound that may be there now.
+            self.serve_parked();
+        }
     }
 
     fn now(&mut self) -> u64 {
@@ -464,9 +468,10 @@ impl<R: RaftLogEngine, K: KvEngine, N: NodeNetwork> PlacementNode<R, K, N> {
                     return;
                 };
                 if !self.raw.raft().lease_valid() {
-                    // A leader that lost its quorum must not hand out timestamps a newer
-                    // leader may also hand out.
-                    respond(Err(RpcError::NotPlacementLeader { leader: None }));
+                    // A leader without a lease (no recent quorum contact, or too new to be
+                    // sure the previous lease ended) must not hand out timestamps a newer
+                    // leader may also hand out: wait for the lease, or for a new leader.
+                    self.park(PlacementRequest::GetTimestamp { count }, respond);
                     return;
                 }
                 match tso.allocate(now, count) {

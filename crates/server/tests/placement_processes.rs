@@ -286,11 +286,32 @@ fn the_placement_group_survives_losing_its_leader() {
         let leader = client.leader();
         processes.remove(&leader.0).unwrap().kill();
         let killed = Instant::now();
+        // Ask the survivors themselves (a client still waiting on the dead leader would
+        // measure its own attempt timeout): one of them serves as leader.
+        let survivors: Vec<u64> =
+            members.iter().map(|(id, _)| *id).filter(|id| *id != leader.0).collect();
+        let took = loop {
+            let serving = survivors.iter().any(|id| {
+                let direct = PlacementRpc::new(client.rpc.transport().clone(), vec![NodeId(*id)]);
+                let status = client.runtime.block_on(
+                    direct.call(PlacementRequest::ClusterStatus, Duration::from_millis(200)),
+                );
+                matches!(status, Ok(PlacementResponse::ClusterStatus { status }) if status.leader.0 == *id)
+            });
+            if serving {
+                break killed.elapsed();
+            }
+            assert!(killed.elapsed() < Duration::from_secs(20), "no new leader");
+        };
         take(&client, &mut last);
-        let took = killed.elapsed();
-        eprintln!("round {round}: leader {leader} killed; served again after {took:?}");
-        // An election timeout is 10–20 ticks of 20 ms; allow for process scheduling.
-        assert!(took < Duration::from_secs(10), "no new leader within {took:?}");
+        eprintln!(
+            "round {round}: leader {leader} killed; a new leader served after {took:?}, the \
+             client after {:?}",
+            killed.elapsed()
+        );
+        // An election timeout is 10–20 ticks of 20 ms: a few of them, with room for
+        // process scheduling on a loaded machine.
+        assert!(took < Duration::from_secs(5), "no new leader within {took:?}");
         assert_ne!(client.leader(), leader);
         for _ in 0..100 {
             take(&client, &mut last);
