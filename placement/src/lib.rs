@@ -9,13 +9,13 @@
 //! - [`node`]: one member — Raft, apply, the leader's services;
 //! - [`tso`]: the timestamp oracle;
 //! - [`schedule`]: scheduling as pure logic (checkers, balancers, operators);
-//! - [`system`]: a member on its own thread, and its transport glue;
-//! - [`client`]: the caller's side, following the leader.
+//! - [`system`]: a member on its own thread, and its transport glue.
+//!
+//! The caller's side (following the leader) is `tessera_client::placement`.
 //!
 //! Does not belong here: the store's data path. Built on `tessera-raft`, `tessera-engine`
 //! and `tessera-transport`.
 
-pub mod client;
 mod codec;
 pub mod error;
 pub mod node;

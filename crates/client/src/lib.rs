@@ -6,3 +6,5 @@
 //!
 //! Does not belong here: server-side logic. Depends on `tessera-wire` and
 //! `tessera-transport` only.
+
+pub mod placement;

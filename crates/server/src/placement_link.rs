@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use tessera_placement::client::PlacementRpc;
+use tessera_client::placement::PlacementRpc;
 use tessera_store::PlacementClient;
 use tessera_wire::errors::RpcError;
 use tessera_wire::ids::{NodeId, StoreId};

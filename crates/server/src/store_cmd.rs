@@ -56,10 +56,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
+use tessera_client::placement::PlacementRpc;
 use tessera_engine::codec::StoreIdent;
 use tessera_engine::{Cf, KvEngine, KvRead, RaftLogEngine, keys};
 use tessera_engine_rocks::EngineOptions;
-use tessera_placement::client::PlacementRpc;
 use tessera_raft::ReplicaId;
 use tessera_store::{
     Store, StoreConfig, StoreRpcHandler, StoreSystem, TransportNetwork, bootstrap, bootstrap_store,

@@ -20,7 +20,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tessera_placement::client::PlacementRpc;
+use tessera_client::placement::PlacementRpc;
 use tessera_transport::tls::{NodeTls, TlsSource};
 use tessera_transport::{Handler, Transport, TransportConfig};
 use tessera_wire::errors::RpcError;

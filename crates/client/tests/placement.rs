@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use tessera_placement::client::PlacementRpc;
+use tessera_client::placement::PlacementRpc;
 use tessera_transport::tls::{NodeTls, TlsSource};
 use tessera_transport::{BoxFuture, Handler, Transport, TransportConfig};
 use tessera_wire::errors::RpcError;
