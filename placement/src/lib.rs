@@ -28,4 +28,7 @@ pub use error::{PlacementError, Result};
 pub use node::{
     NodeConfig, NodeNetwork, PLACEMENT_GROUP, PlacementNode, Responder, bootstrap_group,
 };
-pub use system::{PlacementHandle, PlacementRpcHandler, PlacementSystem, TransportNodeNetwork};
+pub use system::{
+    PlacementHandle, PlacementRpcHandler, PlacementSystem, TransportNodeNetwork,
+    member_transport_config,
+};

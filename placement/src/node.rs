@@ -58,6 +58,8 @@ pub trait NodeNetwork: Send {
     fn send(&mut self, to: NodeId, envelope: RaftEnvelope);
     /// Sends what was queued (called after each Ready).
     fn flush(&mut self) {}
+    /// A tick passed (a transport that gathers heartbeats per tick sends them now).
+    fn tick(&mut self) {}
     /// Member `node` is reached at `address` (from the replicated member list: at open and
     /// whenever a member is added).
     fn set_member_address(&mut self, node: NodeId, address: &str) {
@@ -197,6 +199,10 @@ pub struct PlacementNode<R: RaftLogEngine, K: KvEngine, N: NodeNetwork> {
     /// while it cannot serve.
     ready_term: Option<Term>,
     tso: Option<Tso>,
+    /// A leadership confirmation (read index) is in flight to renew the lease.
+    lease_renewing: bool,
+    /// Confirmations asked so far (their read-index contexts).
+    lease_rounds: u64,
     /// The leader's id window `[next, bound)`.
     id_next: u64,
     id_raising: bool,
@@ -329,6 +335,8 @@ impl<R: RaftLogEngine, K: KvEngine, N: NodeNetwork> PlacementNode<R, K, N> {
             ticks: 0,
             ready_term: None,
             tso: None,
+            lease_renewing: false,
+            lease_rounds: 0,
             id_next: 0,
             id_raising: false,
             store_live: HashMap::new(),
@@ -391,6 +399,7 @@ impl<R: RaftLogEngine, K: KvEngine, N: NodeNetwork> PlacementNode<R, K, N> {
     pub fn tick(&mut self) {
         self.ticks += 1;
         self.raw.tick();
+        self.net.tick();
         let ticks = self.ticks;
         let (expired, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.parked)
             .into_iter()
@@ -399,6 +408,8 @@ impl<R: RaftLogEngine, K: KvEngine, N: NodeNetwork> PlacementNode<R, K, N> {
         for parked in expired {
             (parked.respond)(Err(RpcError::Timeout));
         }
+        // A confirmation lost with its messages is asked again.
+        self.lease_renewing = false;
         if !self.is_serving_leader() {
             return;
         }
@@ -463,17 +474,19 @@ impl<R: RaftLogEngine, K: KvEngine, N: NodeNetwork> PlacementNode<R, K, N> {
             }
             PlacementRequest::GetTimestamp { count } => {
                 let now = self.now();
+                if !self.lease_valid() {
+                    // A leader without a lease (no recent quorum contact, or too new to be
+                    // sure the previous lease ended) must not hand out timestamps a newer
+                    // leader may also hand out: it confirms its leadership with a quorum
+                    // (which renews the lease) and serves then, or a new leader does.
+                    self.renew_lease();
+                    self.park(PlacementRequest::GetTimestamp { count }, respond);
+                    return;
+                }
                 let Some(tso) = self.tso.as_mut() else {
                     self.park(PlacementRequest::GetTimestamp { count }, respond);
                     return;
                 };
-                if !self.raw.raft().lease_valid() {
-                    // A leader without a lease (no recent quorum contact, or too new to be
-                    // sure the previous lease ended) must not hand out timestamps a newer
-                    // leader may also hand out: wait for the lease, or for a new leader.
-                    self.park(PlacementRequest::GetTimestamp { count }, respond);
-                    return;
-                }
                 match tso.allocate(now, count) {
                     Ok(first) => {
                         self.stats.tso_requests += 1;
@@ -682,6 +695,32 @@ impl<R: RaftLogEngine, K: KvEngine, N: NodeNetwork> PlacementNode<R, K, N> {
                 self.add_member(node_id, address, respond);
             }
             PlacementRequest::RemoveMember { node_id } => self.remove_member(node_id, respond),
+        }
+    }
+
+    /// Whether this leader's lease holds (a group of one needs no quorum contact).
+    fn lease_valid(&self) -> bool {
+        let conf = &self.state.conf_state;
+        let alone =
+            conf.voters == [replica_of(self.config.node_id)] && conf.voters_outgoing.is_empty();
+        self.raw.raft().lease_valid() || (alone && self.raw.raft().role() == Role::Leader)
+    }
+
+    /// Asks a quorum to confirm this leader, which renews its lease (the Raft core renews
+    /// it on commits and on confirmed read indexes, not on every heartbeat): at most one
+    /// round in flight.
+    fn renew_lease(&mut self) {
+        if self.lease_renewing {
+            return;
+        }
+        self.lease_renewing = true;
+        // The context must not be empty: the Raft core matches heartbeat answers to reads
+        // by it, and an empty one is an ordinary heartbeat.
+        self.lease_rounds += 1;
+        let context = Bytes::copy_from_slice(&self.lease_rounds.to_be_bytes());
+        if let Err(error) = self.raw.read_index(context) {
+            self.lease_renewing = false;
+            tracing::debug!(%error, "cannot confirm leadership");
         }
     }
 
@@ -1029,6 +1068,11 @@ impl<R: RaftLogEngine, K: KvEngine, N: NodeNetwork> PlacementNode<R, K, N> {
         }
         if !ready.committed_entries.is_empty() {
             self.apply(&ready.committed_entries)?;
+        }
+        if !ready.read_states.is_empty() {
+            // Leadership confirmed: the lease is renewed; timestamps waiting on it go now.
+            self.lease_renewing = false;
+            self.serve_parked();
         }
         self.maybe_compact()?;
         self.net.flush();

@@ -178,6 +178,28 @@ fn run<R: RaftLogEngine, K: KvEngine, N: NodeNetwork>(
     }
 }
 
+/// The transport settings of placement member `node`: a member has no store, so its
+/// "store id" on the wire is its node id (the group's Raft envelopes carry member ids
+/// there), and heartbeats are not coalesced (one Raft group: nothing to gather, and a
+/// heartbeat must not wait for a tick).
+#[must_use]
+pub fn member_transport_config(
+    node: NodeId,
+    cluster_id: u64,
+    listen: std::net::SocketAddr,
+    tls: tessera_transport::tls::NodeTls,
+) -> tessera_transport::TransportConfig {
+    let mut config = tessera_transport::TransportConfig::new(
+        node,
+        tessera_wire::ids::StoreId(node.0),
+        cluster_id,
+        listen,
+        tls,
+    );
+    config.batcher.coalesce_heartbeats = false;
+    config
+}
+
 /// Sends a placement node's Raft messages over the QUIC transport.
 #[derive(Debug, Clone)]
 pub struct TransportNodeNetwork {
@@ -197,6 +219,12 @@ impl NodeNetwork for TransportNodeNetwork {
         if self.transport.send_raft(to, envelope).is_err() {
             metrics::counter!("tessera_placement_messages_dropped_total").increment(1);
         }
+    }
+
+    fn tick(&mut self) {
+        // Heartbeats the transport gathered for this tick go now (a transport configured
+        // without coalescing has none waiting).
+        self.transport.tick();
     }
 
     fn set_member_address(&mut self, node: NodeId, address: &str) {

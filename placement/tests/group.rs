@@ -401,3 +401,15 @@ fn followers_redirect_to_the_leader() {
     let answer = group.request(follower, PlacementRequest::GetTimestamp { count: 1 }, 10);
     assert_eq!(answer, Some(Err(RpcError::NotPlacementLeader { leader: Some(leader) })));
 }
+
+#[test]
+fn timestamps_are_served_promptly_after_a_quiet_spell() {
+    let mut group = Group::new(3, 21);
+    assert!(group.run_until(2_000, |g| g.leader().is_some()));
+    timestamps(&mut group, 1);
+    // Long enough for the lease to lapse without commits (no bound is due yet).
+    group.run_until(60, |_| false);
+    let leader = group.leader().unwrap();
+    let answer = group.request(leader, PlacementRequest::GetTimestamp { count: 1 }, 20);
+    assert!(matches!(answer, Some(Ok(PlacementResponse::GetTimestamp { .. }))), "{answer:?}");
+}

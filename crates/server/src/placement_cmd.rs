@@ -21,11 +21,11 @@ use anyhow::{Context, Result, bail};
 use tessera_engine_rocks::EngineOptions;
 use tessera_placement::{
     NodeConfig, PlacementNode, PlacementRpcHandler, PlacementSystem, TransportNodeNetwork,
-    bootstrap_group,
+    bootstrap_group, member_transport_config,
 };
+use tessera_transport::Transport;
 use tessera_transport::tls::{NodeTls, TlsSource};
-use tessera_transport::{Transport, TransportConfig};
-use tessera_wire::ids::{NodeId, StoreId};
+use tessera_wire::ids::NodeId;
 use tessera_wire::placement::PlacementMember;
 
 /// Arguments of `tessera placement`.
@@ -134,10 +134,8 @@ pub fn run(args: &PlacementArgs) -> Result<()> {
         &TlsSource::DevGenerated { dir: args.insecure_dev_certs.clone() },
         &format!("node-{}", args.id),
     )?;
-    // The transport names nodes by id; a placement member has no store, so its "store id"
-    // on the wire is its node id (Raft envelopes of the group carry member ids there).
     let transport_config =
-        TransportConfig::new(NodeId(args.id), StoreId(args.id), args.cluster_id, args.listen, tls);
+        member_transport_config(NodeId(args.id), args.cluster_id, args.listen, tls);
     let handler = Arc::new(PlacementRpcHandler::new());
     let transport = Arc::new(
         runtime
