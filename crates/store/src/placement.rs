@@ -52,6 +52,9 @@ pub(crate) struct PlacementState {
     pub(crate) last_range_heartbeat: u64,
     /// Ticks at the last store heartbeat.
     pub(crate) last_store_heartbeat: u64,
+    /// A store heartbeat goes at the next tick (the first one, so that a new store counts
+    /// as up at once).
+    pub(crate) store_heartbeat_due: bool,
 }
 
 impl std::fmt::Debug for PlacementState {
@@ -73,6 +76,7 @@ impl PlacementState {
             down_since: HashMap::new(),
             last_range_heartbeat: now,
             last_store_heartbeat: now,
+            store_heartbeat_due: true,
         }
     }
 

@@ -252,3 +252,48 @@ fn leader_changes_and_splits_are_reported_at_once() {
         heartbeats(&fake)
     );
 }
+
+#[test]
+fn a_new_store_reports_at_once_and_a_caught_up_learner_is_reported_without_waiting() {
+    // Periodic heartbeats far apart: what arrives early is what this test checks.
+    let config =
+        StoreConfig { store_heartbeat_ticks: 10_000, range_heartbeat_ticks: 10_000, ..config() };
+    let mut cluster = Cluster::with_spares(3, 1, 13, config);
+    let fake = FakePlacement::new();
+    connect(&mut cluster, &fake);
+    let store_heartbeats = |fake: &FakePlacement| {
+        fake.requests()
+            .iter()
+            .filter(|r| matches!(r, PlacementRequest::StoreHeartbeat { .. }))
+            .count()
+    };
+    assert!(
+        cluster.run_until(50, |_| store_heartbeats(&fake) >= 3),
+        "stores did not report at start"
+    );
+    for n in 0..5 {
+        put(&mut cluster, &key(n));
+    }
+    let (leader, descriptor) = cluster.leader_of(b"k").unwrap();
+    cluster.store(leader).unwrap().change_replicas(
+        descriptor.id,
+        descriptor.epoch,
+        &[tessera_wire::rpc::ReplicaChange::AddLearner { id: ReplicaId(60), store_id: StoreId(4) }],
+        Box::new(|_| {}),
+    );
+    // The change is reported at once (with the learner pending), then again once the
+    // learner has caught up — long before the periodic heartbeat.
+    let reported_caught_up = |fake: &FakePlacement| {
+        fake.requests().iter().any(|r| match r {
+            PlacementRequest::RangeHeartbeat(heartbeat) => {
+                heartbeat.descriptor.replica(ReplicaId(60)).is_some()
+                    && heartbeat.pending_replicas.is_empty()
+            }
+            _ => false,
+        })
+    };
+    assert!(
+        cluster.run_until(3_000, |_| reported_caught_up(&fake)),
+        "the caught-up learner was never reported"
+    );
+}

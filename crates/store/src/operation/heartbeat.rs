@@ -98,7 +98,24 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
         for (token, answer) in answers {
             self.on_placement_answer(&mut state, token, answer);
         }
-        if now - state.last_store_heartbeat >= u64::from(self.config.store_heartbeat_ticks) {
+        for peer in self.peers.values_mut().filter(|peer| peer.reported_pending) {
+            let committed = peer.raw.committed();
+            let matched = peer.raw.matched();
+            let caught_up = peer.descriptor.replicas.iter().all(|replica| {
+                replica.id == peer.replica_id
+                    || state.down_since.contains_key(&replica.store_id)
+                    || matched.iter().any(|(id, index)| *id == replica.id && *index >= committed)
+            });
+            if caught_up || !peer.is_leader() {
+                peer.reported_pending = false;
+                if caught_up && peer.is_leader() {
+                    self.heartbeat_due.insert(peer.range());
+                }
+            }
+        }
+        if state.store_heartbeat_due
+            || now - state.last_store_heartbeat >= u64::from(self.config.store_heartbeat_ticks)
+        {
             self.store_heartbeat(&mut state);
         }
         let all = now - state.last_range_heartbeat >= u64::from(self.config.range_heartbeat_ticks);
@@ -114,6 +131,7 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
     fn store_heartbeat(&mut self, state: &mut PlacementState) {
         let interval_ticks = self.ticks - state.last_store_heartbeat;
         state.last_store_heartbeat = self.ticks;
+        state.store_heartbeat_due = false;
         let (capacity_bytes, available_bytes) = disk_space(&self.config.snapshot_dir);
         let used_bytes = self
             .kv
@@ -181,6 +199,7 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
                     pending_replicas.push(*replica);
                 }
             }
+            peer.reported_pending = !pending_replicas.is_empty();
             let heartbeat = RangeHeartbeat {
                 descriptor: peer.descriptor.clone(),
                 leader: peer.leader_replica(),

@@ -293,6 +293,7 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
             snapshot_dir: None,
             last_heard: self.ticks,
             last_heartbeat: self.ticks,
+            reported_pending: false,
             traffic: crate::peer::Traffic::default(),
             store_traffic: crate::peer::Traffic::default(),
             load: crate::peer::LoadSampler::default(),

@@ -195,6 +195,9 @@ pub struct Peer<R: RaftLogEngine> {
     pub(crate) last_heard: u64,
     /// When (store ticks) this replica last sent a range heartbeat (as leader).
     pub(crate) last_heartbeat: u64,
+    /// Its last range heartbeat listed replicas still catching up: the next one goes as
+    /// soon as they have caught up (placement waits for that to promote a learner).
+    pub(crate) reported_pending: bool,
     /// Traffic since the last range heartbeat.
     pub(crate) traffic: Traffic,
     /// Traffic since the last store heartbeat.
