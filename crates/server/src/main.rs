@@ -2,13 +2,17 @@
 //!
 //! One binary for everything a user runs: `tessera store`, `tessera placement`,
 //! `tessera playground`, and the CLI (`tessera kv …`, `tessera cluster …`). Subcommands
-//! appear here as the parts behind them exist; today that is `version`, `store` and `placement`.
+//! appear here as the parts behind them exist; today that is `version`, `store`, `placement` and the admin CLI (`cluster`, `store …`,
+//! `range`, `placement rule`, `operator`).
 //!
 //! Belongs here: argument parsing, config files, process wiring, admin HTTP. Does not belong
 //! here: logic that a library crate could own and test on its own.
 
+mod cli;
 mod placement_cmd;
 mod placement_link;
+mod playground;
+mod profile;
 mod store_cmd;
 
 use anyhow::Result;
@@ -29,10 +33,49 @@ struct Cli {
 enum Command {
     /// Print the version and build information.
     Version,
-    /// Run a store: RocksDB engines, the QUIC transport and the multi-raft store.
-    Store(store_cmd::StoreArgs),
-    /// Run a member of the placement group: cluster metadata, timestamps, scheduling.
-    Placement(Box<placement_cmd::PlacementArgs>),
+    /// Run a store (with flags), or manage stores: `tessera store list|offline|up|label`.
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+    Store(Box<StoreCommand>),
+    /// Run a placement member (with flags), or manage placement rules:
+    /// `tessera placement rule list|set|delete`.
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+    Placement(Box<PlacementCommand>),
+    /// A local cluster on loopback: placement and stores as child processes.
+    Playground(playground::PlaygroundArgs),
+    /// The cluster at a glance.
+    #[command(subcommand)]
+    Cluster(cli::ClusterCmd),
+    /// List, split and move the leadership of ranges.
+    #[command(subcommand)]
+    Range(cli::RangeCmd),
+    /// The placement driver's operators: list, add by hand, cancel.
+    #[command(subcommand)]
+    Operator(cli::OperatorCmd),
+}
+
+/// `tessera store`: run one, or a store admin command.
+#[derive(Debug, clap::Args)]
+struct StoreCommand {
+    #[command(subcommand)]
+    admin: Option<cli::StoreCmd>,
+    #[command(flatten)]
+    run: Option<store_cmd::StoreArgs>,
+}
+
+/// `tessera placement`: run a member, or a placement admin command.
+#[derive(Debug, clap::Args)]
+struct PlacementCommand {
+    #[command(subcommand)]
+    admin: Option<PlacementAdmin>,
+    #[command(flatten)]
+    run: Option<placement_cmd::PlacementArgs>,
+}
+
+#[derive(Debug, Subcommand)]
+enum PlacementAdmin {
+    /// Placement rules: where the replicas of key spans go.
+    #[command(subcommand)]
+    Rule(cli::RuleCmd),
 }
 
 fn main() -> Result<()> {
@@ -42,8 +85,28 @@ fn main() -> Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Store(args) => store_cmd::run(&args)?,
-        Command::Placement(args) => placement_cmd::run(&args)?,
+        Command::Store(command) => match &command.admin {
+            Some(admin) => cli::store(admin)?,
+            None => match &command.run {
+                Some(run) => store_cmd::run(run)?,
+                None => {
+                    anyhow::bail!("give a store's flags to run one, or a subcommand (see --help)")
+                }
+            },
+        },
+        Command::Placement(command) => match &command.admin {
+            Some(PlacementAdmin::Rule(rule)) => cli::rule(rule)?,
+            None => match &command.run {
+                Some(run) => placement_cmd::run(run)?,
+                None => {
+                    anyhow::bail!("give a member's flags to run one, or a subcommand (see --help)")
+                }
+            },
+        },
+        Command::Playground(args) => playground::run(&args)?,
+        Command::Cluster(command) => cli::cluster(&command)?,
+        Command::Range(command) => cli::range(&command)?,
+        Command::Operator(command) => cli::operator(&command)?,
         Command::Version => {
             println!(
                 "tessera {} ({} {})",

@@ -98,22 +98,6 @@ pub struct StoreArgs {
     /// when the data directory is empty. Left out, an empty store joins holding nothing.
     #[arg(long, value_delimiter = ',', conflicts_with = "placement")]
     pub initial_stores: Vec<u64>,
-    /// The placement driver and how this store registers with it (boxed: they would make
-    /// the subcommand enum large).
-    #[command(flatten)]
-    pub placement_args: Box<PlacementArgs>,
-    /// Development TLS: the cluster CA and node certificates are generated in this
-    /// directory (shared by all nodes of the cluster). Insecure by design.
-    #[arg(long)]
-    pub insecure_dev_certs: PathBuf,
-    /// Milliseconds per Raft tick.
-    #[arg(long, default_value_t = 100)]
-    pub tick_ms: u64,
-}
-
-/// The placement flags of `tessera store`.
-#[derive(Debug, clap::Args)]
-pub struct PlacementArgs {
     /// A placement node: `ID=ADDR` (its node id, distinct from every store id). Repeat for
     /// each. The store then bootstraps or joins through the placement driver, registers
     /// itself, reports to it and learns the other stores' addresses from it.
@@ -127,6 +111,13 @@ pub struct PlacementArgs {
     /// `--label region=eu --label zone=eu-1a`). Repeat for each.
     #[arg(long = "label", value_parser = parse_label)]
     pub labels: Vec<StoreLabel>,
+    /// Development TLS: the cluster CA and node certificates are generated in this
+    /// directory (shared by all nodes of the cluster). Insecure by design.
+    #[arg(long)]
+    pub insecure_dev_certs: PathBuf,
+    /// Milliseconds per Raft tick.
+    #[arg(long, default_value_t = 100)]
+    pub tick_ms: u64,
 }
 
 fn parse_peer(text: &str) -> Result<(u64, SocketAddr), String> {
@@ -147,7 +138,7 @@ fn parse_label(text: &str) -> Result<StoreLabel, String> {
 
 /// Refuses placement node ids that are zero, repeated, or shared with this store or a peer.
 fn check_placement_ids(args: &StoreArgs) -> Result<()> {
-    for (index, (id, _)) in args.placement_args.placement.iter().enumerate() {
+    for (index, (id, _)) in args.placement.iter().enumerate() {
         if *id == 0 {
             bail!("--placement {id}=…: node ids must be positive");
         }
@@ -163,7 +154,7 @@ fn check_placement_ids(args: &StoreArgs) -> Result<()> {
                  nodes and stores need distinct node ids"
             );
         }
-        if args.placement_args.placement[..index].iter().any(|(other, _)| other == id) {
+        if args.placement[..index].iter().any(|(other, _)| other == id) {
             bail!("--placement {id}=… is given twice");
         }
     }
@@ -172,7 +163,7 @@ fn check_placement_ids(args: &StoreArgs) -> Result<()> {
 
 /// The address this store registers: `--advertise-addr`, else the bound address.
 fn advertised(args: &StoreArgs, bound: SocketAddr) -> Result<SocketAddr> {
-    let addr = args.placement_args.advertise_addr.unwrap_or(bound);
+    let addr = args.advertise_addr.unwrap_or(bound);
     if addr.ip().is_unspecified() || addr.port() == 0 {
         bail!(
             "cannot register {addr} with the placement driver: give --advertise-addr (the \
@@ -321,8 +312,8 @@ pub fn run(args: &StoreArgs) -> Result<()> {
         bail!("--store-id and --cluster-id must be positive");
     }
     check_placement_ids(args)?;
-    if !args.placement_args.placement.is_empty()
-        && args.placement_args.advertise_addr.is_none()
+    if !args.placement.is_empty()
+        && args.advertise_addr.is_none()
         && args.listen.ip().is_unspecified()
     {
         bail!("--listen {} is a wildcard address: give --advertise-addr", args.listen);
@@ -330,7 +321,7 @@ pub fn run(args: &StoreArgs) -> Result<()> {
     let config = StoreConfig {
         tick_interval_ms: args.tick_ms,
         snapshot_dir: args.data_dir.join("snapshots"),
-        labels: args.placement_args.labels.clone(),
+        labels: args.labels.clone(),
         ..StoreConfig::default()
     };
     config.validate()?;
@@ -358,24 +349,24 @@ pub fn run(args: &StoreArgs) -> Result<()> {
             .block_on(Transport::start(transport_config, handler.clone()))
             .context("starting the transport")?,
     );
-    for (id, addr) in args.peers.iter().chain(&args.placement_args.placement) {
+    for (id, addr) in args.peers.iter().chain(&args.placement) {
         transport.set_peer(NodeId(*id), *addr);
     }
     let addr = transport.local_addr()?;
 
-    let placement = if args.placement_args.placement.is_empty() {
+    let placement = if args.placement.is_empty() {
         if fresh {
             bootstrap_locally(args, (&raft, &kv), ident)?;
         }
         None
     } else {
-        let members = args.placement_args.placement.iter().map(|(id, _)| NodeId(*id)).collect();
+        let members = args.placement.iter().map(|(id, _)| NodeId(*id)).collect();
         let rpc = Arc::new(PlacementRpc::new(transport.clone(), members));
         let registration = tessera_wire::placement::Store {
             id: store_id,
             node_id: NodeId(args.store_id),
             address: advertised(args, addr)?.to_string(),
-            labels: args.placement_args.labels.clone(),
+            labels: args.labels.clone(),
             state: StoreState::Up,
         };
         if fresh {

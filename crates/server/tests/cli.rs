@@ -1,0 +1,188 @@
+//! `tessera playground` and the operator CLI, run as a user runs them: the playground in a
+//! temporary directory (its client profile lands there), every admin command from that
+//! directory with no connection flags, tables and `--json`, exit codes, and a clean stop
+//! of every node on SIGTERM.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::net::UdpSocket;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tessera");
+
+/// The playground process; killed if the test fails before stopping it.
+struct Playground {
+    child: Child,
+}
+
+impl Drop for Playground {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = self.child.wait();
+    }
+}
+
+/// A base port whose playground ports (base..base+9, base+10..base+14) are all free now.
+fn free_base() -> u16 {
+    let mut seed = u64::from(std::process::id());
+    loop {
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        let base = 30_000 + u16::try_from((seed >> 33) % 30_000).unwrap();
+        if (0..15).all(|offset| UdpSocket::bind(("127.0.0.1", base + offset)).is_ok()) {
+            return base;
+        }
+    }
+}
+
+fn tessera(dir: &Path, args: &[&str]) -> Output {
+    Command::new(BIN).args(args).current_dir(dir).env("RUST_BACKTRACE", "0").output().unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Runs `args` until `done` holds for its output (the cluster acts asynchronously).
+fn eventually(dir: &Path, args: &[&str], done: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let output = tessera(dir, args);
+        let text = stdout(&output);
+        if output.status.success() && done(&text) {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "`tessera {}` never gave what was expected:\n{text}",
+            args.join(" ")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn the_playground_serves_the_cli_and_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = free_base().to_string();
+    let mut child = Command::new(BIN)
+        .args(["playground", "--base-port", &base, "--tick-ms", "20"])
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let lines = BufReader::new(child.stdout.take().unwrap());
+    let playground = Playground { child };
+    let (ready, wait) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in lines.lines() {
+            let Ok(line) = line else { return };
+            if line.contains("ready in") {
+                let _ = ready.send(line);
+            }
+        }
+    });
+    wait.recv_timeout(Duration::from_secs(120)).expect("the playground never became ready");
+    assert!(dir.path().join(".tessera-profile.toml").exists());
+    let here = dir.path();
+
+    // cluster status: table and JSON.
+    let status = stdout(&tessera(here, &["cluster", "status"]));
+    assert!(status.contains("bootstrapped") && status.contains("stores 3 (3 up)"), "{status}");
+    let json: serde_json::Value =
+        serde_json::from_str(&stdout(&tessera(here, &["cluster", "status", "--json"]))).unwrap();
+    assert_eq!(json["stores"].as_array().unwrap().len(), 3);
+    assert_eq!(json["bootstrapped"], true);
+
+    // store list / label / offline / up.
+    let stores: serde_json::Value =
+        serde_json::from_str(&stdout(&tessera(here, &["store", "list", "--json"]))).unwrap();
+    assert_eq!(stores.as_array().unwrap().len(), 3);
+    assert!(tessera(here, &["store", "label", "3", "zone=z3", "rack=r9"]).status.success());
+    eventually(here, &["store", "list"], |text| text.contains("rack=r9"));
+    assert!(tessera(here, &["store", "offline", "3"]).status.success());
+    eventually(here, &["store", "list"], |text| text.contains("Offline"));
+    assert!(tessera(here, &["store", "up", "3"]).status.success());
+    eventually(here, &["store", "list"], |text| !text.contains("Offline"));
+
+    // range split / list / transfer-leader.
+    assert!(tessera(here, &["range", "split", "m"]).status.success());
+    let ranges =
+        eventually(here, &["range", "list", "--json"], |text| text.contains("\"start_key\":\"m\""));
+    let ranges: serde_json::Value = serde_json::from_str(&ranges).unwrap();
+    let right = ranges.as_array().unwrap().iter().find(|r| r["start_key"] == "m").unwrap().clone();
+    let leader = right["leader_store"].as_u64().unwrap_or(1);
+    let target = if leader == 1 { 2 } else { 1 };
+    let range_id = right["id"].as_u64().unwrap().to_string();
+    assert!(
+        tessera(here, &["range", "transfer-leader", &range_id, &target.to_string()])
+            .status
+            .success()
+    );
+    eventually(here, &["range", "list", "--json"], |text| {
+        let ranges: serde_json::Value = serde_json::from_str(text).unwrap();
+        ranges
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["start_key"] == "m" && r["leader_store"] == target)
+    });
+
+    // placement rules.
+    assert!(
+        tessera(
+            here,
+            &[
+                "placement",
+                "rule",
+                "set",
+                "eu",
+                "--start",
+                "eu/",
+                "--end",
+                "eu0",
+                "--voter",
+                "zone=z1|z2|z3"
+            ]
+        )
+        .status
+        .success()
+    );
+    let rules = stdout(&tessera(here, &["placement", "rule", "list"]));
+    assert!(rules.contains("eu") && rules.contains("zone=z1|z2|z3"), "{rules}");
+    eventually(here, &["range", "list"], |text| {
+        text.contains("\"eu/\"") && text.contains("\"eu0\"")
+    });
+    assert!(tessera(here, &["placement", "rule", "delete", "eu"]).status.success());
+    assert!(!stdout(&tessera(here, &["placement", "rule", "list"])).contains("eu/"));
+
+    // operators: the ones above are listed; one added by hand, then cancelled.
+    let operators = stdout(&tessera(here, &["operator", "list"]));
+    assert!(operators.contains("admin") && operators.contains("split"), "{operators}");
+    assert!(tessera(here, &["operator", "add", "1", "split:c"]).status.success());
+    assert!(tessera(here, &["operator", "cancel", "1"]).status.success());
+
+    // Mistakes: a bad flag is a usage error (2), a refusal from the cluster is 1 with a message.
+    assert_eq!(tessera(here, &["operator", "add", "1", "jump:3"]).status.code(), Some(2));
+    let refused = tessera(here, &["store", "offline", "99"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("store 99"), "{refused:?}");
+    let elsewhere = tempfile::tempdir().unwrap();
+    let lost = tessera(elsewhere.path(), &["cluster", "status"]);
+    assert_eq!(lost.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&lost.stderr).contains("no placement members"), "{lost:?}");
+
+    // SIGTERM stops every node; nothing keeps the ports.
+    let mut playground = playground;
+    let _ = Command::new("kill").args(["-TERM", &playground.child.id().to_string()]).status();
+    let status = playground.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    let base: u16 = base.parse().unwrap();
+    assert!(
+        (0..3).all(|offset| UdpSocket::bind(("127.0.0.1", base + offset)).is_ok()),
+        "a store still runs"
+    );
+}
