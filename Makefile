@@ -16,10 +16,11 @@ endif
 BIN_DIR := $(CARGO_TARGET_DIR)/debug
 SIM_SEEDS ?= 200
 
-.PHONY: help deps run build test fmt-check clippy unit-tests doc-tests fmt bench bench-storage bench-transport clean-cache
+.PHONY: help deps run sim build test fmt-check clippy unit-tests doc-tests fmt bench bench-storage bench-transport clean-cache
 
 help:
-	@echo "make run    build Tessera and run what it has so far (see README.md)"
+	@echo "make run    build Tessera and start the local playground cluster (see README.md)"
+	@echo "make sim    the deterministic Raft simulator over SIM_SEEDS (200) seeds"
 	@echo "make test   install what is missing, then fmt check, clippy -D warnings, all tests"
 	@echo "make bench  run the benchmarks (release profile)"
 	@echo "make bench-storage  group commit of the raft-log engine vs the disk's fsync rate"
@@ -33,7 +34,10 @@ build: deps
 	cargo build --locked --workspace --bins
 
 run: build
-	@scripts/run.sh "$(BIN_DIR)" "$(SIM_SEEDS)"
+	@scripts/run.sh "$(BIN_DIR)"
+
+sim: build
+	"$(BIN_DIR)/tessera-sim" --seeds "$(SIM_SEEDS)" --first-seed 1
 
 test: deps fmt-check clippy doc-tests unit-tests
 	@echo "==> make test: all checks passed"

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# `make run`: runs what Tessera has so far and says what it did. When the playground exists
-# this starts the local cluster instead.
+# `make run`: starts the local playground cluster — one placement member and three stores
+# on loopback, data under ./data/playground — and serves until Ctrl-C. The client profile
+# it writes (./.tessera-profile.toml) lets `tessera …` commands from this directory reach
+# it with no flags. PLAYGROUND_ARGS adds flags (e.g. "--stores 5 --placement 3").
 set -euo pipefail
 bin_dir=$1
-seeds=${2:-200}
 say() { printf '==> %s\n' "$*"; }
 
 say "tessera binary: $bin_dir/tessera"
 "$bin_dir/tessera" version
-if [ -x "$bin_dir/tessera-sim" ]; then
-  say "running the deterministic Raft simulator over $seeds seeds (faults, crashes, partitions; safety checked after every step)"
-  "$bin_dir/tessera-sim" --seeds "$seeds" --first-seed 1
-fi
+say "starting the playground (Ctrl-C stops it; data and logs in ./data/playground)"
+say "in another terminal, from this directory: $bin_dir/tessera cluster status"
+# shellcheck disable=SC2086 # PLAYGROUND_ARGS is a list of flags on purpose
+exec "$bin_dir/tessera" playground ${PLAYGROUND_ARGS:-}
