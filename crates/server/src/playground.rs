@@ -224,7 +224,9 @@ pub fn run(args: &PlaygroundArgs) -> Result<()> {
         "client profile written to ./{DEFAULT_PROFILE} (CA and certificates in {})",
         certs.display()
     );
-    println!("\ntry, from this directory:\n  tessera cluster status\n  tessera range list\n");
+    let exe = std::env::current_exe()
+        .map_or_else(|_| "tessera".to_owned(), |path| path.display().to_string());
+    println!("\ntry, from this directory:\n  {exe} cluster status\n  {exe} range list\n");
     if args.exit_when_ready {
         return Ok(());
     }
