@@ -234,6 +234,35 @@ pub enum RuleCmd {
     },
 }
 
+/// `tessera placement member …`
+#[derive(Debug, clap::Subcommand)]
+pub enum MemberCmd {
+    /// The placement group's members.
+    List {
+        /// Where the cluster is.
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// Add a member (started with `tessera placement --join`): it catches up, then votes.
+    Add {
+        /// Its node id.
+        id: u64,
+        /// Its address.
+        address: std::net::SocketAddr,
+        /// Where the cluster is.
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// Remove a member (a failed one, or one being replaced).
+    Remove {
+        /// Its node id.
+        id: u64,
+        /// Where the cluster is.
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+}
+
 /// `tessera operator …`
 #[derive(Debug, clap::Subcommand)]
 pub enum OperatorCmd {
@@ -284,6 +313,7 @@ connect_of!(StoreCmd: List, Offline, Up, Label);
 connect_of!(RangeCmd: List, Split, TransferLeader);
 connect_of!(RuleCmd: List, Set, Delete);
 connect_of!(OperatorCmd: List, Add, Cancel);
+connect_of!(MemberCmd: List, Add, Remove);
 
 fn parse_labels(text: &str) -> Result<StoreLabel, String> {
     let (key, value) =
@@ -694,6 +724,58 @@ pub fn rule(command: &RuleCmd) -> Result<()> {
         RuleCmd::Delete { id, .. } => {
             conn.call(PlacementRequest::DeleteRule { id: id.clone() })?;
             (json!({"rule": id, "deleted": true}), format!("rule {id} deleted\n"))
+        }
+    };
+    print(args, &value, &table);
+    Ok(())
+}
+
+/// `tessera placement member …`
+///
+/// # Errors
+/// The cluster cannot be reached or refuses.
+pub fn member(command: &MemberCmd) -> Result<()> {
+    let args = command.connect();
+    let conn = Connection::open(&args.resolve()?)?;
+    let (value, table) = match command {
+        MemberCmd::List { .. } => {
+            let PlacementResponse::ClusterStatus { status } =
+                conn.call(PlacementRequest::ClusterStatus)?
+            else {
+                bail!("unexpected answer to ClusterStatus");
+            };
+            let mut table =
+                format!("{:<8} {:<24} {:<8} {}\n", "MEMBER", "ADDRESS", "VOTER", "LEADER");
+            for m in &status.members {
+                let _ = writeln!(
+                    table,
+                    "{:<8} {:<24} {:<8} {}",
+                    m.node_id,
+                    m.address,
+                    m.voter,
+                    if m.node_id == status.leader { "*" } else { "" }
+                );
+            }
+            let value = json!(status
+                .members
+                .iter()
+                .map(|m| json!({"id": m.node_id.0, "address": m.address, "voter": m.voter, "leader": m.node_id == status.leader}))
+                .collect::<Vec<_>>());
+            (value, table)
+        }
+        MemberCmd::Add { id, address, .. } => {
+            conn.call(PlacementRequest::AddMember {
+                node_id: NodeId(*id),
+                address: address.to_string(),
+            })?;
+            (
+                json!({"member": id, "added": true}),
+                format!("member {id} added; it votes once caught up\n"),
+            )
+        }
+        MemberCmd::Remove { id, .. } => {
+            conn.call(PlacementRequest::RemoveMember { node_id: NodeId(*id) })?;
+            (json!({"member": id, "removed": true}), format!("member {id} removed\n"))
         }
     };
     print(args, &value, &table);

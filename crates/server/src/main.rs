@@ -36,8 +36,8 @@ enum Command {
     /// Run a store (with flags), or manage stores: `tessera store list|offline|up|label`.
     #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Store(Box<StoreCommand>),
-    /// Run a placement member (with flags), or manage placement rules:
-    /// `tessera placement rule list|set|delete`.
+    /// Run a placement member (with flags), or manage placement rules and members:
+    /// `tessera placement rule list|set|delete`, `tessera placement member list|add|remove`.
     #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Placement(Box<PlacementCommand>),
     /// A local cluster on loopback: placement and stores as child processes.
@@ -76,6 +76,9 @@ enum PlacementAdmin {
     /// Placement rules: where the replicas of key spans go.
     #[command(subcommand)]
     Rule(cli::RuleCmd),
+    /// The placement group's members.
+    #[command(subcommand)]
+    Member(cli::MemberCmd),
 }
 
 fn main() -> Result<()> {
@@ -96,6 +99,7 @@ fn main() -> Result<()> {
         },
         Command::Placement(command) => match &command.admin {
             Some(PlacementAdmin::Rule(rule)) => cli::rule(rule)?,
+            Some(PlacementAdmin::Member(member)) => cli::member(member)?,
             None => match &command.run {
                 Some(run) => placement_cmd::run(run)?,
                 None => {
