@@ -6,5 +6,42 @@
 //!
 //! Does not belong here: server-side logic. Depends on `tessera-wire` and
 //! `tessera-transport` only.
+//!
+//! # Raw key-value access
+//!
+//! [`RawClient::connect`] takes the placement members and a [`ClientConfig`]; the client
+//! finds each key's range and leader itself (see [`raw`] for the retry rules and
+//! [`routing`] for the cache).
+//!
+//! ```no_run
+//! use std::time::Duration;
+//!
+//! use tessera_client::{ClientConfig, ClientError, RawClient};
+//!
+//! # async fn example() -> Result<(), ClientError> {
+//! let mut config = ClientConfig::new(1, "/var/lib/tessera/certs");
+//! config.request_timeout = Duration::from_secs(5);
+//! let placement = [(101, "10.0.0.1:7100".parse().expect("an address"))];
+//! let client = RawClient::connect(&placement, config).await?;
+//!
+//! client.put("user/1", "alice").await?;
+//! assert_eq!(client.get("user/1").await?.as_deref(), Some(&b"alice"[..]));
+//! let users = client.scan("user/", "user0", 100).await?;
+//! let (swapped, previous) =
+//!     client.compare_and_swap("user/1", Some("alice".into()), Some("bob".into())).await?;
+//! assert!(swapped && previous.is_some() && !users.is_empty());
+//! client.delete_range("user/", "user0").await?;
+//! # Ok(())
+//! # }
+//! ```
 
+pub mod config;
+pub mod error;
 pub mod placement;
+pub mod raw;
+pub mod routing;
+
+pub use config::ClientConfig;
+pub use error::ClientError;
+pub use raw::RawClient;
+pub use routing::{CachedRoute, RouteCache};

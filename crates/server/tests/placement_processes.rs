@@ -10,13 +10,12 @@
 //!   leaders there and leaves the other ranges with three replicas.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -33,8 +32,9 @@ use tessera_wire::range::ReplicaRole;
 use tessera_wire::timestamp::Timestamp;
 use tessera_wire::transport::RaftEnvelope;
 
+use common::{Process, free_port, placement_args, spawn, store_args};
+
 const CLUSTER_ID: u64 = 9;
-const READY: Duration = Duration::from_secs(60);
 const POLL: Duration = Duration::from_millis(50);
 const CLIENT: u64 = 900;
 
@@ -43,118 +43,6 @@ struct ClientNode;
 
 impl Handler for ClientNode {
     fn on_raft(&self, _from: NodeId, _envelopes: Vec<RaftEnvelope>) {}
-}
-
-/// A child process, killed (SIGKILL) when dropped.
-struct Process {
-    child: Child,
-}
-
-impl Process {
-    fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> SocketAddr {
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    socket.local_addr().unwrap()
-}
-
-/// Runs `tessera` with `args` and waits for its readiness line.
-fn spawn(args: &[String]) -> Process {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (ready, wait) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { return };
-            if line.contains("ready on") {
-                let _ = ready.send(line);
-            }
-        }
-    });
-    let process = Process { child };
-    wait.recv_timeout(READY).unwrap_or_else(|_| panic!("`tessera {}` never became ready", args[0]));
-    process
-}
-
-fn placement_args(
-    id: u64,
-    members: &[(u64, SocketAddr)],
-    data: &Path,
-    certs: &Path,
-    extra: &[&str],
-) -> Vec<String> {
-    let listen = members.iter().find(|(member, _)| *member == id).unwrap().1;
-    let mut args = vec![
-        "placement".to_owned(),
-        "--id".to_owned(),
-        id.to_string(),
-        "--cluster-id".to_owned(),
-        CLUSTER_ID.to_string(),
-        "--data-dir".to_owned(),
-        data.join(format!("placement-{id}")).display().to_string(),
-        "--listen".to_owned(),
-        listen.to_string(),
-        "--insecure-dev-certs".to_owned(),
-        certs.display().to_string(),
-        "--tick-ms".to_owned(),
-        "20".to_owned(),
-    ];
-    for (member, addr) in members {
-        args.push("--member".to_owned());
-        args.push(format!("{member}={addr}"));
-    }
-    args.extend(extra.iter().map(|arg| (*arg).to_owned()));
-    args
-}
-
-fn store_args(
-    id: u64,
-    listen: SocketAddr,
-    placement: &[(u64, SocketAddr)],
-    labels: &[&str],
-    data: &Path,
-    certs: &Path,
-) -> Vec<String> {
-    let mut args = vec![
-        "store".to_owned(),
-        "--store-id".to_owned(),
-        id.to_string(),
-        "--cluster-id".to_owned(),
-        CLUSTER_ID.to_string(),
-        "--data-dir".to_owned(),
-        data.join(format!("store-{id}")).display().to_string(),
-        "--listen".to_owned(),
-        listen.to_string(),
-        "--insecure-dev-certs".to_owned(),
-        certs.display().to_string(),
-        "--tick-ms".to_owned(),
-        "20".to_owned(),
-    ];
-    for (member, addr) in placement {
-        args.push("--placement".to_owned());
-        args.push(format!("{member}={addr}"));
-    }
-    for label in labels {
-        args.push("--label".to_owned());
-        args.push((*label).to_owned());
-    }
-    args
 }
 
 /// The test's placement client.
@@ -261,7 +149,9 @@ fn the_placement_group_survives_losing_its_leader() {
     let members: Vec<(u64, SocketAddr)> = (101..=103).map(|id| (id, free_port())).collect();
     let mut processes: BTreeMap<u64, Process> = members
         .iter()
-        .map(|(id, _)| (*id, spawn(&placement_args(*id, &members, dir.path(), &certs, &[]))))
+        .map(|(id, _)| {
+            (*id, spawn(&placement_args(CLUSTER_ID, *id, &members, dir.path(), &certs, &[])))
+        })
         .collect();
     let client = Client::new(&certs, &members);
     let mut last = Timestamp::ZERO;
@@ -316,8 +206,10 @@ fn the_placement_group_survives_losing_its_leader() {
         for _ in 0..100 {
             take(&client, &mut last);
         }
-        processes
-            .insert(leader.0, spawn(&placement_args(leader.0, &members, dir.path(), &certs, &[])));
+        processes.insert(
+            leader.0,
+            spawn(&placement_args(CLUSTER_ID, leader.0, &members, dir.path(), &certs, &[])),
+        );
     }
     // Throughput of one caller, for orientation (the bench measures it properly).
     let started = Instant::now();
@@ -349,6 +241,7 @@ fn stores_bootstrap_spread_get_repaired_and_follow_rules() {
     let certs = dir.path().join("certs");
     let members = vec![(201, free_port())];
     let _placement = spawn(&placement_args(
+        CLUSTER_ID,
         201,
         &members,
         dir.path(),
@@ -363,7 +256,7 @@ fn stores_bootstrap_spread_get_repaired_and_follow_rules() {
     let start_store = |store: u64| {
         let labels = labels(store);
         let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
-        spawn(&store_args(store, free_port(), &members, &labels, dir.path(), &certs))
+        spawn(&store_args(CLUSTER_ID, store, free_port(), &members, &labels, dir.path(), &certs))
     };
     // Store 1 creates the cluster; 2 to 4 join it holding nothing.
     let mut stores: BTreeMap<u64, Process> = BTreeMap::new();
