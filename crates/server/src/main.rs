@@ -81,6 +81,22 @@ enum PlacementAdmin {
     Member(cli::MemberCmd),
 }
 
+/// Waits for Ctrl-C or SIGTERM: how every long-running subcommand is asked to stop.
+///
+/// # Errors
+/// The signal handler cannot be installed.
+fn wait_for_shutdown(runtime: &tokio::runtime::Runtime) -> Result<()> {
+    runtime.block_on(async {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+        anyhow::Ok(())
+    })
+}
+
 fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())

@@ -159,15 +159,7 @@ pub fn run(args: &PlacementArgs) -> Result<()> {
     let addr = transport.local_addr()?;
     // The readiness line scripts and tests wait for.
     println!("tessera placement {} ready on {addr}", args.id);
-    runtime.block_on(async {
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = terminate.recv() => {}
-        }
-        anyhow::Ok(())
-    })?;
+    crate::wait_for_shutdown(&runtime)?;
     tracing::info!(node = args.id, "stopping");
     handler.clear_node();
     system.stop();

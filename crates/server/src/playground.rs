@@ -233,15 +233,7 @@ pub fn run(args: &PlaygroundArgs) -> Result<()> {
     println!("Ctrl-C stops the cluster.");
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().context("runtime")?;
-    runtime.block_on(async {
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = terminate.recv() => {}
-        }
-        anyhow::Ok(())
-    })?;
+    crate::wait_for_shutdown(&runtime)?;
     println!("\nstopping the cluster…");
     // Stores first (they may still report to placement), then placement members.
     for node in nodes.iter_mut().rev() {

@@ -387,15 +387,7 @@ pub fn run(args: &StoreArgs) -> Result<()> {
     handler.set_store(system.handle());
     // The readiness line scripts and tests wait for.
     println!("tessera store {} ready on {addr} with {ranges} ranges", args.store_id);
-    runtime.block_on(async {
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = terminate.recv() => {}
-        }
-        anyhow::Ok(())
-    })?;
+    crate::wait_for_shutdown(&runtime)?;
     tracing::info!(store = args.store_id, "stopping");
     // Stopping the store drops its placement link, which aborts the calls in flight.
     system.stop();
