@@ -8,3 +8,4 @@
 //! uses free ports and its own temporary directory.
 
 pub mod cargo_tree;
+pub mod process;
