@@ -26,7 +26,8 @@ pub mod tso;
 
 pub use error::{PlacementError, Result};
 pub use node::{
-    NodeConfig, NodeNetwork, PLACEMENT_GROUP, PlacementNode, Responder, bootstrap_group,
+    NodeConfig, NodeInspection, NodeNetwork, PLACEMENT_GROUP, PlacementNode, Responder,
+    bootstrap_group,
 };
 pub use system::{
     PlacementHandle, PlacementRpcHandler, PlacementSystem, TransportNodeNetwork,

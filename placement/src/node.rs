@@ -182,6 +182,39 @@ pub struct NodeStats {
     pub snapshots_installed: u64,
 }
 
+/// A placement member at one moment, for its admin endpoints.
+#[derive(Debug, Clone)]
+pub struct NodeInspection {
+    /// This member.
+    pub node_id: NodeId,
+    /// The cluster.
+    pub cluster_id: u64,
+    /// Whether the first store bootstrapped the cluster.
+    pub bootstrapped: bool,
+    /// The leader this member knows of.
+    pub leader: Option<NodeId>,
+    /// Whether this member leads and serves.
+    pub serving: bool,
+    /// Its Raft term.
+    pub term: u64,
+    /// Its commit index.
+    pub committed: u64,
+    /// Its applied index.
+    pub applied: u64,
+    /// The group's members as applied here.
+    pub members: Vec<PlacementMember>,
+    /// The stores as applied here.
+    pub stores: Vec<tessera_wire::placement::Store>,
+    /// How many ranges the directory holds.
+    pub range_count: usize,
+    /// The range directory (empty unless asked for).
+    pub ranges: Vec<RangeDescriptor>,
+    /// Operators in flight (leader only).
+    pub operators: usize,
+    /// Counters.
+    pub stats: NodeStats,
+}
+
 /// One member of the placement group.
 pub struct PlacementNode<R: RaftLogEngine, K: KvEngine, N: NodeNetwork> {
     config: NodeConfig,
@@ -375,6 +408,31 @@ impl<R: RaftLogEngine, K: KvEngine, N: NodeNetwork> PlacementNode<R, K, N> {
     pub fn leader(&self) -> Option<NodeId> {
         let leader = self.raw.raft().leader();
         leader.is_some().then(|| node_of(leader))
+    }
+
+    /// This member as it is now, with the range directory when `with_ranges`.
+    #[must_use]
+    pub fn inspect(&self, with_ranges: bool) -> NodeInspection {
+        NodeInspection {
+            node_id: self.config.node_id,
+            cluster_id: self.state.meta.cluster_id,
+            bootstrapped: self.state.meta.bootstrapped,
+            leader: self.leader(),
+            serving: self.is_serving_leader(),
+            term: self.raw.raft().term().0,
+            committed: self.raw.committed().0,
+            applied: self.applied.applied_index.0,
+            members: self.state.members.values().cloned().collect(),
+            stores: self.state.stores.values().cloned().collect(),
+            range_count: self.state.ranges.len(),
+            ranges: if with_ranges {
+                self.state.ranges.values().cloned().collect()
+            } else {
+                Vec::new()
+            },
+            operators: self.operators.running_count(),
+            stats: self.stats,
+        }
     }
 
     /// The network, for a test to take messages out of.

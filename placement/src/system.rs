@@ -16,7 +16,7 @@ use tessera_wire::placement::PlacementRequest;
 use tessera_wire::rpc::{RpcRequest, RpcRequestBody, RpcResponseBody, RpcResult};
 use tessera_wire::transport::RaftEnvelope;
 
-use crate::node::{NodeNetwork, PlacementNode, Responder};
+use crate::node::{NodeInspection, NodeNetwork, PlacementNode, Responder};
 
 /// What reaches a running placement node.
 pub enum NodeMsg {
@@ -24,6 +24,8 @@ pub enum NodeMsg {
     Raft(Vec<RaftEnvelope>),
     /// A request to serve.
     Request(Box<PlacementRequest>, Responder),
+    /// Report the member as it is now (with the range directory when the flag is set).
+    Inspect(bool, Box<dyn FnOnce(NodeInspection) + Send>),
     /// Stop after this message.
     Stop,
 }
@@ -33,6 +35,7 @@ impl std::fmt::Debug for NodeMsg {
         match self {
             Self::Raft(envelopes) => write!(f, "Raft({})", envelopes.len()),
             Self::Request(request, _) => write!(f, "Request({request:?})"),
+            Self::Inspect(with_ranges, _) => write!(f, "Inspect({with_ranges})"),
             Self::Stop => f.write_str("Stop"),
         }
     }
@@ -53,6 +56,16 @@ impl PlacementHandle {
         if let Err(TrySendError::Full(_)) = self.mailbox.try_send(NodeMsg::Raft(envelopes)) {
             metrics::counter!("tessera_placement_mailbox_full_total").increment(1);
         }
+    }
+
+    /// Asks for the member as it is now (with the range directory when `with_ranges`);
+    /// `false` (and `respond` is dropped) when the member has stopped or its mailbox is full.
+    pub fn inspect(
+        &self,
+        with_ranges: bool,
+        respond: Box<dyn FnOnce(NodeInspection) + Send>,
+    ) -> bool {
+        self.mailbox.try_send(NodeMsg::Inspect(with_ranges, respond)).is_ok()
     }
 
     /// Submits a request; answered `ServerBusy` at once when the mailbox is full.
@@ -151,6 +164,7 @@ fn run<R: RaftLogEngine, K: KvEngine, N: NodeNetwork>(
                     }
                 }
                 NodeMsg::Request(request, respond) => node.on_request(*request, respond),
+                NodeMsg::Inspect(with_ranges, respond) => respond(node.inspect(with_ranges)),
                 NodeMsg::Stop => stop = true,
             }
         }

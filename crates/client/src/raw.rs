@@ -528,15 +528,14 @@ impl RawClient {
         }
     }
 
-    /// Sets `key` to `new` if its value is `expected` (`None`: absent), atomically. Returns
-    /// whether it did, and the value before.
+    /// Sets `key` to `new` (`None`: deletes it) if its value is `expected` (`None`:
+    /// absent), atomically. Returns whether it did, and the value before.
     ///
     /// Not retried after an ambiguous failure: [`ClientError::Timeout`] and
     /// [`ClientError::OutcomeUnknown`] leave the outcome unknown (read the key).
     ///
     /// # Errors
-    /// [`ClientError::InvalidArgument`] for `new == None`: the wire's compare-and-swap
-    /// (`RawCompareAndSwapRequest`) can only write a value, not delete; see [`ClientError`].
+    /// See [`ClientError`].
     pub async fn compare_and_swap(
         &self,
         key: impl Into<Bytes>,
@@ -544,18 +543,11 @@ impl RawClient {
         new: Option<Bytes>,
     ) -> Result<(bool, Option<Bytes>), ClientError> {
         let key = key.into();
-        let Some(value) = new else {
-            return Err(ClientError::InvalidArgument(
-                "compare_and_swap: deleting (new = None) is not supported by the store's \
-                 compare-and-swap request"
-                    .to_owned(),
-            ));
-        };
         let call = self.call("compare_and_swap", Retry::AtMostOnce);
         let command = KvCommand::RawCompareAndSwap(RawCompareAndSwapRequest {
             key: key.clone(),
             expected,
-            value,
+            value: new,
         });
         match self.call_range(call, &key, |_| command.clone()).await?.1 {
             KvResponse::RawCompareAndSwap { succeeded, previous } => Ok((succeeded, previous)),

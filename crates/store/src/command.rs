@@ -57,7 +57,8 @@ pub enum Command {
         /// The writes, in order.
         ops: Vec<WriteOp>,
     },
-    /// Sets `key` to `value` if its current value is `expected` (`None`: absent).
+    /// Sets `key` to `value` (`None`: deletes it) if its current value is `expected`
+    /// (`None`: absent).
     CompareAndSwap {
         /// Header.
         header: CommandHeader,
@@ -65,8 +66,8 @@ pub enum Command {
         key: Bytes,
         /// The value it must have.
         expected: Option<Bytes>,
-        /// The value to set.
-        value: Bytes,
+        /// The value to set, or `None` to delete the key.
+        value: Option<Bytes>,
     },
     /// Truncates the log of every replica up to `index` (each replica no further than its
     /// own durable apply index).

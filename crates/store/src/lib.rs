@@ -31,6 +31,7 @@ pub use env::{Network, SnapshotReport};
 pub use error::{Result, StoreError};
 pub use fsm::system::{AdminResponder, StoreHandle, StoreMsg, StoreSystem};
 pub use fsm::{Store, StoreStats};
+pub use operation::inspect::{ReplicaInfo, StoreInspection};
 pub use operation::lifecycle::{bootstrap, bootstrap_store};
 pub use operation::split::SplitWanted;
 pub use peer::{ChangeResponder, KvResponder, Peer, SplitResponder};

@@ -12,10 +12,10 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use common::cluster::{Cluster, request};
-use common::history::{History, Op, OpId, Outcome};
 use tessera_engine::KvRead;
 use tessera_raft::ReplicaId;
 use tessera_store::StoreConfig;
+use tessera_tests::history::{History, Op, OpId, Outcome};
 use tessera_wire::errors::RpcError;
 use tessera_wire::ids::{RangeId, StoreId};
 use tessera_wire::kv::{
@@ -128,7 +128,7 @@ fn raw_kv_through_raft_on_three_stores() {
         KvCommand::RawCompareAndSwap(RawCompareAndSwapRequest {
             key: key(1),
             expected: expected.map(|e: &'static str| Bytes::from_static(e.as_bytes())),
-            value: Bytes::from_static(value.as_bytes()),
+            value: Some(Bytes::from_static(value.as_bytes())),
         })
     };
     assert_eq!(
@@ -143,6 +143,27 @@ fn raw_kv_through_raft_on_three_stores() {
         KvResponse::RawCompareAndSwap { succeeded: true, previous: Some(Bytes::from_static(b"a")) }
     );
     assert_eq!(get(&mut cluster, &key(1)), Some(Bytes::from_static(b"x")));
+    // A compare-and-swap without a new value deletes the key, if the value matches.
+    let cas_delete = |expected: &'static str| {
+        KvCommand::RawCompareAndSwap(RawCompareAndSwapRequest {
+            key: key(1),
+            expected: Some(Bytes::from_static(expected.as_bytes())),
+            value: None,
+        })
+    };
+    assert_eq!(
+        call(&mut cluster, &key(1), cas_delete("a")).unwrap(),
+        KvResponse::RawCompareAndSwap {
+            succeeded: false,
+            previous: Some(Bytes::from_static(b"x"))
+        }
+    );
+    assert_eq!(
+        call(&mut cluster, &key(1), cas_delete("x")).unwrap(),
+        KvResponse::RawCompareAndSwap { succeeded: true, previous: Some(Bytes::from_static(b"x")) }
+    );
+    assert_eq!(get(&mut cluster, &key(1)), None);
+    put(&mut cluster, &key(1), "x");
 
     call(&mut cluster, &key(1), KvCommand::RawDelete(RawDeleteRequest { key: key(1) })).unwrap();
     assert_eq!(get(&mut cluster, &key(1)), None);
@@ -387,7 +408,7 @@ fn random_run(seed: u64, steps: u64) -> usize {
                         KvCommand::RawCompareAndSwap(RawCompareAndSwapRequest {
                             key: key(k),
                             expected: expected.map(value),
-                            value: value(next_value),
+                            value: Some(value(next_value)),
                         }),
                     )
                 }
@@ -762,6 +783,39 @@ fn leadership_moves_on_request_and_writes_follow() {
     );
     put(&mut cluster, &key(1), "b");
     assert_eq!(get(&mut cluster, &key(1)), Some(Bytes::from_static(b"b")));
+}
+
+/// A store asked to stop hands every range it leads to another store first (the
+/// inspection shows none left), and the ranges keep serving writes.
+#[test]
+fn a_store_hands_its_leaders_away_before_stopping() {
+    let mut cluster = Cluster::new(3, 11, config());
+    put(&mut cluster, &key(1), "a");
+    for n in 2..6 {
+        split(&mut cluster, &key(n));
+    }
+    let (leader, _) = cluster.leader_of(&key(1)).unwrap();
+    // Gather the leaders on one store so that there is something to hand off.
+    for n in 1..6 {
+        let (current, descriptor) = cluster.leader_of(&key(n)).unwrap();
+        if current != leader {
+            let to = descriptor.replicas.iter().find(|r| r.store_id == leader).unwrap().id;
+            cluster.store(current).unwrap().transfer_leader(descriptor.id, to).unwrap();
+            assert!(
+                cluster.run_until(500, |c| c.leader_of(&key(n)).map(|(s, _)| s) == Some(leader))
+            );
+        }
+    }
+    let before = cluster.store(leader).unwrap().inspect();
+    assert!(before.leaders() >= 5, "{before:?}");
+    assert_eq!(before.store_id, leader);
+    let started = cluster.store(leader).unwrap().transfer_leaders_away();
+    assert_eq!(started, before.leaders());
+    assert!(cluster.run_until(1_000, |c| c.store(leader).unwrap().inspect().leaders() == 0));
+    for n in 1..6 {
+        put(&mut cluster, &key(n), "b");
+        assert_ne!(cluster.leader_of(&key(n)).unwrap().0, leader);
+    }
 }
 
 /// The right half of a split elects its first leader at once (its replicas are new and may

@@ -132,8 +132,8 @@ pub struct RawCompareAndSwapRequest {
     pub key: Bytes,
     /// The value the key must have, or `None` for "absent".
     pub expected: Option<Bytes>,
-    /// The new value.
-    pub value: Bytes,
+    /// The new value, or `None` to delete the key.
+    pub value: Option<Bytes>,
 }
 
 /// Transactional get of `key` as of `start_ts`.

@@ -14,6 +14,7 @@ use tessera_wire::transport::RaftEnvelope;
 
 use crate::env::Network;
 use crate::fsm::Store;
+use crate::operation::inspect::StoreInspection;
 use crate::peer::KvResponder;
 use tessera_wire::rpc::{StoreAdminRequest, StoreAdminResponse};
 
@@ -26,6 +27,11 @@ pub enum StoreMsg {
     /// An administrative request (split, leader transfer), as the placement driver or an
     /// operator sends it.
     Admin(StoreAdminRequest, AdminResponder),
+    /// Report the store as it is now.
+    Inspect(Box<dyn FnOnce(StoreInspection) + Send>),
+    /// Hand the leadership of every range led here to another store; answers how many
+    /// transfers started.
+    TransferLeadersAway(Box<dyn FnOnce(usize) + Send>),
     /// Stop after this message.
     Stop,
 }
@@ -36,6 +42,8 @@ impl std::fmt::Debug for StoreMsg {
             Self::Raft(envelopes) => write!(f, "Raft({} envelopes)", envelopes.len()),
             Self::Kv(request, _) => write!(f, "Kv({:?})", request.context.range),
             Self::Admin(request, _) => write!(f, "Admin({request:?})"),
+            Self::Inspect(_) => f.write_str("Inspect"),
+            Self::TransferLeadersAway(_) => f.write_str("TransferLeadersAway"),
             Self::Stop => f.write_str("Stop"),
         }
     }
@@ -101,6 +109,19 @@ impl StoreHandle {
             }
             Err(_) => {}
         }
+    }
+
+    /// Asks for the store as it is now; `false` (and `respond` is dropped) when the store
+    /// has stopped or its mailbox is full.
+    pub fn inspect(&self, respond: Box<dyn FnOnce(StoreInspection) + Send>) -> bool {
+        self.mailbox.try_send(StoreMsg::Inspect(respond)).is_ok()
+    }
+
+    /// Asks the store to hand its leaders to other stores (see
+    /// [`Store::transfer_leaders_away`]); `false` (and `respond` is dropped) when the store
+    /// has stopped or its mailbox is full.
+    pub fn transfer_leaders_away(&self, respond: Box<dyn FnOnce(usize) + Send>) -> bool {
+        self.mailbox.try_send(StoreMsg::TransferLeadersAway(respond)).is_ok()
     }
 
     /// Submits a data request; answered `ServerBusy` at once when the mailbox is full.
@@ -190,6 +211,8 @@ fn run<R: RaftLogEngine, K: KvEngine, N: Network>(
                 }
                 StoreMsg::Kv(request, respond) => store.on_kv_request(request, respond),
                 StoreMsg::Admin(request, respond) => admin(&mut store, request, respond),
+                StoreMsg::Inspect(respond) => respond(store.inspect()),
+                StoreMsg::TransferLeadersAway(respond) => respond(store.transfer_leaders_away()),
                 StoreMsg::Stop => stop = true,
             }
         }

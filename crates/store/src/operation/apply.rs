@@ -218,11 +218,15 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
                 let previous = apply.get(&self.kv, &data_key)?;
                 let succeeded = previous.as_deref() == expected.as_deref();
                 if succeeded {
-                    peer.write_load.bytes += (key.len() + value.len()) as u64;
+                    let written = key.len() + value.as_ref().map_or(0, Bytes::len);
+                    peer.write_load.bytes += written as u64;
                     peer.write_load.keys += 1;
-                    peer.traffic.write(key.len() + value.len());
-                    peer.store_traffic.write(key.len() + value.len());
-                    apply.put(data_key, value);
+                    peer.traffic.write(written);
+                    peer.store_traffic.write(written);
+                    match value {
+                        Some(value) => apply.put(data_key, value),
+                        None => apply.delete(data_key),
+                    }
                 }
                 Ok(Applied::Kv(Ok(Some(KvResponse::RawCompareAndSwap { succeeded, previous }))))
             }

@@ -5,6 +5,7 @@ pub(crate) mod apply;
 pub(crate) mod conf_change;
 pub(crate) mod gc;
 pub(crate) mod heartbeat;
+pub mod inspect;
 pub(crate) mod lifecycle;
 pub(crate) mod read;
 pub(crate) mod snapshot;

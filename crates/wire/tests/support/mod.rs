@@ -425,7 +425,7 @@ pub fn kv_command() -> BoxedStrategy<KvCommand> {
                 key_only
             })
         ),
-        (bytes(), option::of(bytes()), bytes()).prop_map(|(key, expected, value)| {
+        (bytes(), option::of(bytes()), option::of(bytes())).prop_map(|(key, expected, value)| {
             KvCommand::RawCompareAndSwap(RawCompareAndSwapRequest { key, expected, value })
         }),
         (bytes(), timestamp())
