@@ -19,7 +19,7 @@ SIM_SEEDS ?= 200
 .PHONY: help deps run sim build test fmt-check clippy unit-tests doc-tests fmt bench bench-storage bench-transport clean-cache
 
 help:
-	@echo "make run    build Tessera and start the local playground cluster (see README.md)"
+	@echo "make run    build Tessera, start the local playground cluster and run its demo (see README.md)"
 	@echo "make sim    the deterministic Raft simulator over SIM_SEEDS (200) seeds"
 	@echo "make test   install what is missing, then fmt check, clippy -D warnings, all tests"
 	@echo "make bench  run the benchmarks (release profile)"

@@ -1,14 +1,17 @@
 //! # tessera (the binary)
 //!
 //! One binary for everything a user runs: `tessera store`, `tessera placement`,
-//! `tessera playground`, and the CLI (`tessera kv …`, `tessera cluster …`). Subcommands
-//! appear here as the parts behind them exist; today that is `version`, `store`, `placement` and the admin CLI (`cluster`, `store …`,
-//! `range`, `placement rule`, `operator`).
+//! `tessera playground`, and the CLI: `tessera kv …` for data, and the admin commands
+//! (`cluster`, `store …`, `range`, `placement rule|member`, `operator`).
 //!
 //! Belongs here: argument parsing, config files, process wiring, admin HTTP. Does not belong
 //! here: logic that a library crate could own and test on its own.
 
+mod admin;
 mod cli;
+mod config;
+mod demo;
+mod kv_cmd;
 mod placement_cmd;
 mod placement_link;
 mod playground;
@@ -42,6 +45,9 @@ enum Command {
     Placement(Box<PlacementCommand>),
     /// A local cluster on loopback: placement and stores as child processes.
     Playground(playground::PlaygroundArgs),
+    /// Read and write keys: `tessera kv get|put|delete|delete-range|scan|cas`.
+    #[command(subcommand)]
+    Kv(kv_cmd::KvCmd),
     /// The cluster at a glance.
     #[command(subcommand)]
     Cluster(cli::ClusterCmd),
@@ -124,6 +130,12 @@ fn main() -> Result<()> {
             },
         },
         Command::Playground(args) => playground::run(&args)?,
+        Command::Kv(command) => {
+            let code = kv_cmd::run(&command)?;
+            if code != 0 {
+                std::process::exit(code);
+            }
+        }
         Command::Cluster(command) => cli::cluster(&command)?,
         Command::Range(command) => cli::range(&command)?,
         Command::Operator(command) => cli::operator(&command)?,

@@ -7,9 +7,14 @@
 //! Ports are fixed from `--base-port` (placement members at `base + 10 + i`, stores at
 //! `base + i`; default base 20160, clear of etcd's 2379/2380) because the placement group
 //! keeps its members' addresses: a restarted playground must find them where they were.
+//!
+//! With `--demo` it then runs the narrated demo of [`crate::demo`] (load, split, kill a
+//! store, restart it, read everything back) before serving; a failed demo is reported and
+//! the cluster keeps serving. On Linux the nodes get SIGTERM if the playground dies without
+//! stopping them (even by SIGKILL).
 
 use std::io::{BufRead, BufReader, Write as _};
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -41,22 +46,36 @@ pub struct PlaygroundArgs {
     #[arg(long, default_value_t = 100)]
     pub tick_ms: u64,
     /// Stop once the cluster is up (for scripts and tests) instead of serving until Ctrl-C.
+    /// With `--demo`: once the demo is over (exiting with an error if it failed).
     #[arg(long)]
     pub exit_when_ready: bool,
+    /// Once the cluster is up, run a narrated demo: load keys, split the key space, kill the
+    /// store leading the most ranges while writing, restart it, read everything back.
+    #[arg(long)]
+    pub demo: bool,
 }
 
 /// A node of the playground, stopped (SIGTERM, then SIGKILL) when dropped.
 struct Node {
     name: String,
+    /// The store's id, for a store.
+    store: Option<u64>,
+    /// Its command line after `tessera`, kept to restart it.
+    args: Vec<String>,
+    /// Its stdout log (stderr goes next to it, `.err.log`).
+    log: PathBuf,
     child: Child,
 }
 
 impl Node {
+    /// Sends SIGTERM, which lets the node stop cleanly (`kill` from the standard library
+    /// only knows SIGKILL).
+    fn terminate(&self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+    }
+
     fn stop(&mut self) {
-        let pid = self.child.id();
-        // SIGTERM lets the node stop cleanly; `kill` from the standard library only knows
-        // SIGKILL.
-        let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        self.terminate();
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -68,28 +87,76 @@ impl Node {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+
+    fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
 }
 
 impl Drop for Node {
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
+        if self.running() {
             self.stop();
         }
     }
 }
 
-/// Starts `tessera <args>`, its output into `log`, and waits for its readiness line.
-fn start(name: &str, args: &[String], log: &Path) -> Result<Node> {
+/// Asks the kernel to send the child SIGTERM when the playground dies, so that nodes do not
+/// outlive a playground killed with SIGKILL. The signal follows the thread that spawned the
+/// child: every node is spawned from the playground's main thread, which lives as long as
+/// the process.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn stop_with_parent(command: &mut Command) {
+    use std::os::unix::process::CommandExt as _;
+    let parent = rustix::process::getpid();
+    // SAFETY: the closure runs in the forked child before `exec`, where only
+    // async-signal-safe operations are sound. It makes two system calls through rustix's raw
+    // syscall backend (`prctl(PR_SET_PDEATHSIG)` and `getppid`), allocates nothing, takes no
+    // lock and touches no state shared with other threads of the parent; it only reads
+    // `parent`, a plain `Copy` value captured before the fork.
+    unsafe {
+        command.pre_exec(move || {
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::TERM))?;
+            // The parent may have died before the request took effect: then the child has
+            // been re-parented already and must not run on alone.
+            if rustix::process::getppid() != Some(parent) {
+                return Err(std::io::Error::other("the playground is gone"));
+            }
+            Ok(())
+        });
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn stop_with_parent(_command: &mut Command) {}
+
+/// Starts `tessera <args>`, its output into `log` (appended to with `append`, for a
+/// restart), and waits for its readiness line.
+fn start(
+    name: &str,
+    store: Option<u64>,
+    args: Vec<String>,
+    log: PathBuf,
+    append: bool,
+) -> Result<Node> {
+    let open = |path: &Path| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(append)
+            .truncate(!append)
+            .open(path)
+            .with_context(|| format!("creating {}", path.display()))
+    };
+    let errors = log.with_extension("err.log");
     let exe = std::env::current_exe().context("finding this binary")?;
-    let mut child = Command::new(exe)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(log.with_extension("err.log")).context("creating a log")?)
-        .spawn()
-        .with_context(|| format!("starting {name}"))?;
+    let mut command = Command::new(exe);
+    command.args(&args).stdout(Stdio::piped()).stderr(open(&errors)?);
+    stop_with_parent(&mut command);
+    let mut child = command.spawn().with_context(|| format!("starting {name}"))?;
     let stdout = child.stdout.take().context("the child's stdout")?;
-    let mut log_file =
-        std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    let mut log_file = open(&log)?;
     let (ready, wait) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
@@ -100,8 +167,7 @@ fn start(name: &str, args: &[String], log: &Path) -> Result<Node> {
             }
         }
     });
-    let mut node = Node { name: name.to_owned(), child };
-    let errors = log.with_extension("err.log");
+    let mut node = Node { name: name.to_owned(), store, args, log, child };
     match wait.recv_timeout(Duration::from_secs(60)) {
         Ok(()) => Ok(node),
         Err(mpsc::RecvTimeoutError::Disconnected) => {
@@ -112,6 +178,87 @@ fn start(name: &str, args: &[String], log: &Path) -> Result<Node> {
             node.stop();
             bail!("{name} did not start within 60 s; see {}", errors.display())
         }
+    }
+}
+
+/// The running playground, as the demo sees it.
+struct Playground {
+    nodes: Vec<Node>,
+    profile: Profile,
+}
+
+impl Playground {
+    fn store_index(&self, id: u64) -> Result<usize> {
+        self.nodes
+            .iter()
+            .position(|node| node.store == Some(id))
+            .with_context(|| format!("the playground runs no store {id}"))
+    }
+
+    /// Restarts every node that is not running (after a demo that failed half-way).
+    fn revive(&mut self) {
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].running() {
+                continue;
+            }
+            let node = &self.nodes[i];
+            println!("{} is not running: starting it again", node.name);
+            match start(&node.name, node.store, node.args.clone(), node.log.clone(), true) {
+                Ok(node) => self.nodes[i] = node,
+                Err(error) => println!("{error:#}"),
+            }
+        }
+    }
+}
+
+impl Drop for Playground {
+    fn drop(&mut self) {
+        // Stores first (they may still report to placement), then placement members; the
+        // nodes of each kind are asked at once, as a store's stop may wait for its leaders
+        // to move.
+        for stores in [true, false] {
+            let mut stopping: Vec<&mut Node> = self
+                .nodes
+                .iter_mut()
+                .filter(|node| node.store.is_some() == stores)
+                .filter_map(|node| node.running().then_some(node))
+                .collect();
+            for node in &stopping {
+                node.terminate();
+            }
+            for node in &mut stopping {
+                node.stop();
+            }
+        }
+    }
+}
+
+impl crate::demo::DemoCluster for Playground {
+    fn profile(&self) -> &Profile {
+        &self.profile
+    }
+
+    fn stores(&self) -> Vec<u64> {
+        self.nodes.iter().filter_map(|node| node.store).collect()
+    }
+
+    fn kill_store(&mut self, id: u64) -> Result<()> {
+        let index = self.store_index(id)?;
+        let child = &mut self.nodes[index].child;
+        child.kill().with_context(|| format!("killing store {id}"))?;
+        child.wait().with_context(|| format!("reaping store {id}"))?;
+        Ok(())
+    }
+
+    fn restart_store(&mut self, id: u64) -> Result<()> {
+        let index = self.store_index(id)?;
+        let node = &mut self.nodes[index];
+        if node.running() {
+            bail!("store {id} is running");
+        }
+        let restarted = start(&node.name, node.store, node.args.clone(), node.log.clone(), true)?;
+        self.nodes[index] = restarted;
+        Ok(())
     }
 }
 
@@ -154,15 +301,23 @@ pub fn run(args: &PlaygroundArgs) -> Result<()> {
         (1..=args.placement).map(|i| Ok((100 + i, port(10 + i - 1)?))).collect::<Result<_>>()?;
     let stores: Vec<(u64, SocketAddr)> =
         (1..=args.stores).map(|i| Ok((i, port(i - 1)?))).collect::<Result<_>>()?;
-    for (_, addr) in members.iter().chain(&stores) {
+    // Admin HTTP endpoints: stores at base + 20 + i, placement members at base + 30 + i.
+    let admin = |id: u64| -> Result<SocketAddr> {
+        if id > 100 { port(30 + id - 101) } else { port(20 + id - 1) }
+    };
+    for (id, addr) in members.iter().chain(&stores) {
         if !port_free(*addr) {
             bail!("{addr} is in use (another playground?); stop it or pick --base-port");
         }
+        let admin = admin(*id)?;
+        if TcpListener::bind(admin).is_err() {
+            bail!("{admin} (TCP) is in use (another playground?); stop it or pick --base-port");
+        }
     }
     let tick = args.tick_ms.to_string();
-    let common = |kind: &str, id: u64, listen: SocketAddr| -> Vec<String> {
+    let common = |kind: &str, id: u64, listen: SocketAddr| -> Result<Vec<String>> {
         let id_flag = if kind == "store" { "--store-id" } else { "--id" };
-        vec![
+        Ok(vec![
             kind.to_owned(),
             id_flag.to_owned(),
             id.to_string(),
@@ -176,21 +331,23 @@ pub fn run(args: &PlaygroundArgs) -> Result<()> {
             certs.display().to_string(),
             "--tick-ms".to_owned(),
             tick.clone(),
-        ]
+            "--admin-addr".to_owned(),
+            admin(id)?.to_string(),
+        ])
     };
     let mut nodes = Vec::new();
     for (id, addr) in &members {
-        let mut node_args = common("placement", *id, *addr);
+        let mut node_args = common("placement", *id, *addr)?;
         for (member, member_addr) in &members {
             node_args.push("--member".to_owned());
             node_args.push(format!("{member}={member_addr}"));
         }
         let name = format!("placement-{id}");
-        nodes.push(start(&name, &node_args, &logs.join(format!("{name}.log")))?);
-        println!("placement member {id:<3} on {addr}");
+        nodes.push(start(&name, None, node_args, logs.join(format!("{name}.log")), false)?);
+        println!("placement member {id:<3} on {addr}, admin http://{}/", admin(*id)?);
     }
     for (id, addr) in &stores {
-        let mut node_args = common("store", *id, *addr);
+        let mut node_args = common("store", *id, *addr)?;
         for (member, member_addr) in &members {
             node_args.push("--placement".to_owned());
             node_args.push(format!("{member}={member_addr}"));
@@ -202,8 +359,8 @@ pub fn run(args: &PlaygroundArgs) -> Result<()> {
             format!("host=h{id}"),
         ]);
         let name = format!("store-{id}");
-        nodes.push(start(&name, &node_args, &logs.join(format!("{name}.log")))?);
-        println!("store            {id:<3} on {addr}");
+        nodes.push(start(&name, Some(*id), node_args, logs.join(format!("{name}.log")), false)?);
+        println!("store            {id:<3} on {addr}, admin http://{}/", admin(*id)?);
     }
     let profile = Profile {
         cluster_id: cluster,
@@ -224,21 +381,35 @@ pub fn run(args: &PlaygroundArgs) -> Result<()> {
         "client profile written to ./{DEFAULT_PROFILE} (CA and certificates in {})",
         certs.display()
     );
+    println!("\nadmin HTTP endpoints (also /ranges and /health):");
+    for (id, _) in members.iter().chain(&stores) {
+        let name = if *id > 100 { format!("placement {id}") } else { format!("store {id}") };
+        let admin = admin(*id)?;
+        println!("  {name:<14} http://{admin}/metrics  http://{admin}/status");
+    }
     let exe = std::env::current_exe()
         .map_or_else(|_| "tessera".to_owned(), |path| path.display().to_string());
     println!("\ntry, from this directory:\n  {exe} cluster status\n  {exe} range list\n");
+    let mut playground = Playground { nodes, profile };
+    if args.demo
+        && let Err(error) = crate::demo::run(&mut playground)
+    {
+        println!("\ndemo failed: {error:#}\n(node logs in {})", logs.display());
+        playground.revive();
+        if args.exit_when_ready {
+            return Err(error.context("the demo failed"));
+        }
+        println!("the cluster keeps serving.");
+    }
     if args.exit_when_ready {
         return Ok(());
     }
-    println!("Ctrl-C stops the cluster.");
+    println!("\nCtrl-C stops the cluster.");
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().context("runtime")?;
     crate::wait_for_shutdown(&runtime)?;
     println!("\nstopping the cluster…");
-    // Stores first (they may still report to placement), then placement members.
-    for node in nodes.iter_mut().rev() {
-        node.stop();
-    }
+    drop(playground);
     Ok(())
 }
 

@@ -56,13 +56,15 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
+use serde_json::json;
 use tessera_client::placement::PlacementRpc;
 use tessera_engine::codec::StoreIdent;
 use tessera_engine::{Cf, KvEngine, KvRead, RaftLogEngine, keys};
 use tessera_engine_rocks::EngineOptions;
 use tessera_raft::ReplicaId;
 use tessera_store::{
-    Store, StoreConfig, StoreRpcHandler, StoreSystem, TransportNetwork, bootstrap, bootstrap_store,
+    ReplicaInfo, Store, StoreConfig, StoreHandle, StoreInspection, StoreRpcHandler, StoreSystem,
+    TransportNetwork, bootstrap, bootstrap_store,
 };
 use tessera_transport::tls::{NodeTls, TlsSource};
 use tessera_transport::{Transport, TransportConfig};
@@ -71,60 +73,205 @@ use tessera_wire::ids::{NodeId, RangeId, StoreId};
 use tessera_wire::placement::{PlacementRequest, PlacementResponse, StoreLabel, StoreState};
 use tessera_wire::range::{RangeDescriptor, RangeEpoch, Replica, ReplicaRole};
 
+use crate::admin::{AdminServer, AdminSource, JsonFuture};
+use crate::config::{self, TlsArgs, parse_node_addr};
 use crate::placement_link::{PlacementLink, spawn_store_directory};
 
 /// How long each placement call of the startup may take, retries included.
 pub const PLACEMENT_STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Arguments of `tessera store`.
+/// Arguments of `tessera store`: flags over the keys of `--config FILE` (see
+/// [`crate::config`]). Required, from one or the other: the store id, the cluster id, the
+/// data directory, the listen address and the TLS material.
 #[derive(Debug, clap::Args)]
 pub struct StoreArgs {
-    /// This store's id (also its node id).
+    /// A TOML config file: every flag is a key of the same name with `_` for `-`; flags
+    /// win over the file.
     #[arg(long)]
-    pub store_id: u64,
-    /// The cluster's id; a data directory of another cluster is refused.
+    pub config: Option<PathBuf>,
+    /// This store's id (also its node id). Required.
     #[arg(long)]
-    pub cluster_id: u64,
-    /// Where the store keeps its RocksDB instances.
+    pub store_id: Option<u64>,
+    /// The cluster's id; a data directory of another cluster is refused. Required.
     #[arg(long)]
-    pub data_dir: PathBuf,
-    /// UDP address the QUIC transport listens on.
+    pub cluster_id: Option<u64>,
+    /// Where the store keeps its RocksDB instances. Required.
     #[arg(long)]
-    pub listen: SocketAddr,
+    pub data_dir: Option<PathBuf>,
+    /// UDP address the QUIC transport listens on. Required.
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
     /// Another store: `ID=ADDR`. Repeat for each.
-    #[arg(long = "peer", value_parser = parse_peer)]
+    #[arg(long = "peer", value_parser = parse_node_addr)]
     pub peers: Vec<(u64, SocketAddr)>,
     /// Stores holding the first range of a new cluster (comma-separated ids); used only
     /// when the data directory is empty. Left out, an empty store joins holding nothing.
-    #[arg(long, value_delimiter = ',', conflicts_with = "placement")]
+    #[arg(long, value_delimiter = ',')]
     pub initial_stores: Vec<u64>,
     /// A placement node: `ID=ADDR` (its node id, distinct from every store id). Repeat for
     /// each. The store then bootstraps or joins through the placement driver, registers
     /// itself, reports to it and learns the other stores' addresses from it.
-    #[arg(long = "placement", value_parser = parse_peer)]
+    #[arg(long = "placement", value_parser = parse_node_addr)]
     pub placement: Vec<(u64, SocketAddr)>,
     /// The address other nodes reach this store at, registered with the placement driver.
     /// Default: the bound --listen address (required when --listen is a wildcard address).
     #[arg(long)]
     pub advertise_addr: Option<SocketAddr>,
-    /// A label of this store's location: `KEY=VALUE`, highest level first (e.g.
-    /// `--label region=eu --label zone=eu-1a`). Repeat for each.
-    #[arg(long = "label", value_parser = parse_label)]
+    /// Labels of this store's location, `KEY=VALUE`, highest level first: repeat the flag
+    /// or separate with commas (`--labels region=eu,zone=eu-1a`).
+    #[arg(long = "label", visible_alias = "labels", value_delimiter = ',', value_parser = parse_label)]
     pub labels: Vec<StoreLabel>,
-    /// Development TLS: the cluster CA and node certificates are generated in this
-    /// directory (shared by all nodes of the cluster). Insecure by design.
+    /// TCP address of the admin HTTP endpoints (`/metrics`, `/status`, `/ranges`,
+    /// `/health`). Default: none served.
     #[arg(long)]
-    pub insecure_dev_certs: PathBuf,
-    /// Milliseconds per Raft tick.
-    #[arg(long, default_value_t = 100)]
-    pub tick_ms: u64,
+    pub admin_addr: Option<SocketAddr>,
+    /// Milliseconds per Raft tick. Default: 100.
+    #[arg(long)]
+    pub tick_ms: Option<u64>,
+    /// Seconds a stopping store waits for its leaders to move to other stores. Default: 10.
+    #[arg(long)]
+    pub leader_handoff_secs: Option<u64>,
+    // The TLS flags sit here rather than in a flattened `TlsArgs`: clap does not fill an
+    // optional flattened group (`Option<StoreArgs>`) from the flags of a nested one.
+    /// Development TLS: the cluster CA and node certificates are generated in this
+    /// directory (shared by all nodes of the cluster). Insecure by design. Conflicts with
+    /// the --tls-* flags.
+    #[arg(long, conflicts_with_all = ["tls_ca", "tls_cert", "tls_key"])]
+    pub insecure_dev_certs: Option<PathBuf>,
+    /// The cluster CA certificate (PEM): the only trust anchor.
+    #[arg(long)]
+    pub tls_ca: Option<PathBuf>,
+    /// This node's certificate chain (PEM, leaf first), signed by --tls-ca.
+    #[arg(long)]
+    pub tls_cert: Option<PathBuf>,
+    /// This node's private key (PEM).
+    #[arg(long)]
+    pub tls_key: Option<PathBuf>,
 }
 
-fn parse_peer(text: &str) -> Result<(u64, SocketAddr), String> {
-    let (id, addr) = text.split_once('=').ok_or_else(|| format!("`{text}`: expected ID=ADDR"))?;
-    let id = id.parse().map_err(|_| format!("`{id}`: not a node id"))?;
-    let addr = addr.parse().map_err(|_| format!("`{addr}`: not a socket address"))?;
-    Ok((id, addr))
+/// The keys of a store's config file (the flags' names with `_`).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoreFile {
+    store_id: Option<u64>,
+    cluster_id: Option<u64>,
+    data_dir: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    #[serde(default)]
+    peers: Vec<String>,
+    #[serde(default)]
+    initial_stores: Vec<u64>,
+    #[serde(default)]
+    placement: Vec<String>,
+    advertise_addr: Option<SocketAddr>,
+    #[serde(default)]
+    labels: Vec<String>,
+    admin_addr: Option<SocketAddr>,
+    tick_ms: Option<u64>,
+    leader_handoff_secs: Option<u64>,
+    insecure_dev_certs: Option<PathBuf>,
+    tls_ca: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+}
+
+/// A store's settings: flags over the config file over defaults.
+#[derive(Debug)]
+pub struct StoreSettings {
+    store_id: u64,
+    cluster_id: u64,
+    data_dir: PathBuf,
+    listen: SocketAddr,
+    peers: Vec<(u64, SocketAddr)>,
+    initial_stores: Vec<u64>,
+    placement: Vec<(u64, SocketAddr)>,
+    advertise_addr: Option<SocketAddr>,
+    labels: Vec<StoreLabel>,
+    admin_addr: Option<SocketAddr>,
+    tick_ms: u64,
+    leader_handoff: Duration,
+    tls: TlsSource,
+}
+
+/// `flag` when given, else `file`.
+fn either<T>(flag: Vec<T>, file: Vec<T>) -> Vec<T> {
+    if flag.is_empty() { file } else { flag }
+}
+
+impl StoreSettings {
+    /// Merges the flags with the config file they name, and checks the result.
+    ///
+    /// # Errors
+    /// The file cannot be read or holds a mistake; a required value is missing; values
+    /// contradict each other. The message names the problem.
+    pub fn resolve(args: &StoreArgs) -> Result<Self> {
+        let file: StoreFile = match &args.config {
+            Some(path) => config::load_file(path)?,
+            None => StoreFile::default(),
+        };
+        let labels = file
+            .labels
+            .iter()
+            .map(|label| parse_label(label).map_err(|error| anyhow::anyhow!("labels: {error}")))
+            .collect::<Result<Vec<_>>>()?;
+        let flags = TlsArgs {
+            insecure_dev_certs: args.insecure_dev_certs.clone(),
+            tls_ca: args.tls_ca.clone(),
+            tls_cert: args.tls_cert.clone(),
+            tls_key: args.tls_key.clone(),
+        };
+        let tls = flags.or(TlsArgs {
+            insecure_dev_certs: file.insecure_dev_certs,
+            tls_ca: file.tls_ca,
+            tls_cert: file.tls_cert,
+            tls_key: file.tls_key,
+        });
+        let settings = Self {
+            store_id: config::required(args.store_id.or(file.store_id), "store-id")?,
+            cluster_id: config::required(args.cluster_id.or(file.cluster_id), "cluster-id")?,
+            data_dir: config::required(args.data_dir.clone().or(file.data_dir), "data-dir")?,
+            listen: config::required(args.listen.or(file.listen), "listen")?,
+            peers: either(args.peers.clone(), config::parse_node_addrs("peers", &file.peers)?),
+            initial_stores: either(args.initial_stores.clone(), file.initial_stores),
+            placement: either(
+                args.placement.clone(),
+                config::parse_node_addrs("placement", &file.placement)?,
+            ),
+            advertise_addr: args.advertise_addr.or(file.advertise_addr),
+            labels: either(args.labels.clone(), labels),
+            admin_addr: args.admin_addr.or(file.admin_addr),
+            tick_ms: args.tick_ms.or(file.tick_ms).unwrap_or(100),
+            leader_handoff: Duration::from_secs(
+                args.leader_handoff_secs.or(file.leader_handoff_secs).unwrap_or(10),
+            ),
+            tls: tls.source()?,
+        };
+        settings.check()?;
+        Ok(settings)
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.store_id == 0 || self.cluster_id == 0 {
+            bail!("--store-id and --cluster-id must be positive");
+        }
+        if !self.initial_stores.is_empty() && !self.placement.is_empty() {
+            bail!(
+                "--initial-stores and --placement exclude each other: with the placement \
+                 driver the first store bootstraps the cluster"
+            );
+        }
+        if self.tick_ms == 0 {
+            bail!("--tick-ms must be at least 1");
+        }
+        check_placement_ids(self)?;
+        if !self.placement.is_empty()
+            && self.advertise_addr.is_none()
+            && self.listen.ip().is_unspecified()
+        {
+            bail!("--listen {} is a wildcard address: give --advertise-addr", self.listen);
+        }
+        Ok(())
+    }
 }
 
 fn parse_label(text: &str) -> Result<StoreLabel, String> {
@@ -137,7 +284,7 @@ fn parse_label(text: &str) -> Result<StoreLabel, String> {
 }
 
 /// Refuses placement node ids that are zero, repeated, or shared with this store or a peer.
-fn check_placement_ids(args: &StoreArgs) -> Result<()> {
+fn check_placement_ids(args: &StoreSettings) -> Result<()> {
     for (index, (id, _)) in args.placement.iter().enumerate() {
         if *id == 0 {
             bail!("--placement {id}=…: node ids must be positive");
@@ -162,7 +309,7 @@ fn check_placement_ids(args: &StoreArgs) -> Result<()> {
 }
 
 /// The address this store registers: `--advertise-addr`, else the bound address.
-fn advertised(args: &StoreArgs, bound: SocketAddr) -> Result<SocketAddr> {
+fn advertised(args: &StoreSettings, bound: SocketAddr) -> Result<SocketAddr> {
     let addr = args.advertise_addr.unwrap_or(bound);
     if addr.ip().is_unspecified() || addr.port() == 0 {
         bail!(
@@ -269,7 +416,7 @@ fn register_store(
 
 /// Startup without the placement driver: `--initial-stores` (see the module documentation).
 fn bootstrap_locally<R: RaftLogEngine, K: KvEngine>(
-    args: &StoreArgs,
+    args: &StoreSettings,
     (raft, kv): (&R, &K),
     ident: StoreIdent,
 ) -> Result<()> {
@@ -306,18 +453,10 @@ fn bootstrap_locally<R: RaftLogEngine, K: KvEngine>(
     Ok(())
 }
 
-/// Runs the store until SIGINT or SIGTERM.
+/// Runs the store until SIGINT or SIGTERM; on either, hands its leaders to other stores
+/// (at most `leader_handoff_secs`) before stopping.
 pub fn run(args: &StoreArgs) -> Result<()> {
-    if args.store_id == 0 || args.cluster_id == 0 {
-        bail!("--store-id and --cluster-id must be positive");
-    }
-    check_placement_ids(args)?;
-    if !args.placement.is_empty()
-        && args.advertise_addr.is_none()
-        && args.listen.ip().is_unspecified()
-    {
-        bail!("--listen {} is a wildcard address: give --advertise-addr", args.listen);
-    }
+    let args = &StoreSettings::resolve(args)?;
     let config = StoreConfig {
         tick_interval_ms: args.tick_ms,
         snapshot_dir: args.data_dir.join("snapshots"),
@@ -325,8 +464,11 @@ pub fn run(args: &StoreArgs) -> Result<()> {
         ..StoreConfig::default()
     };
     config.validate()?;
+    let metrics = crate::admin::install_recorder()?;
+    let tls = NodeTls::load(&args.tls, &format!("node-{}", args.store_id))
+        .context("loading this node's TLS material")?;
     std::fs::create_dir_all(&args.data_dir)
-        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+        .with_context(|| format!("cannot create the data directory {}", args.data_dir.display()))?;
     let (raft, kv) = tessera_engine_rocks::open(&args.data_dir, &EngineOptions::default())
         .with_context(|| format!("opening the engines in {}", args.data_dir.display()))?;
     let store_id = StoreId(args.store_id);
@@ -337,17 +479,13 @@ pub fn run(args: &StoreArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let tls = NodeTls::load(
-        &TlsSource::DevGenerated { dir: args.insecure_dev_certs.clone() },
-        &format!("node-{}", args.store_id),
-    )?;
     let transport_config =
         TransportConfig::new(NodeId(args.store_id), store_id, args.cluster_id, args.listen, tls);
     let handler = Arc::new(StoreRpcHandler::with_snapshot_dir(config.snapshot_dir.clone()));
     let transport = Arc::new(
         runtime
             .block_on(Transport::start(transport_config, handler.clone()))
-            .context("starting the transport")?,
+            .with_context(|| format!("starting the transport on --listen {}", args.listen))?,
     );
     for (id, addr) in args.peers.iter().chain(&args.placement) {
         transport.set_peer(NodeId(*id), *addr);
@@ -385,10 +523,25 @@ pub fn run(args: &StoreArgs) -> Result<()> {
     let ranges = store.peers().count();
     let system = StoreSystem::start(store, 65_536)?;
     handler.set_store(system.handle());
+    let admin = match args.admin_addr {
+        Some(admin_addr) => {
+            let source = Arc::new(StoreAdmin { store: system.handle(), address: addr });
+            let server = runtime.block_on(AdminServer::start(admin_addr, metrics, source))?;
+            println!("tessera store {} admin on http://{}", args.store_id, server.local_addr());
+            Some(server)
+        }
+        None => None,
+    };
     // The readiness line scripts and tests wait for.
     println!("tessera store {} ready on {addr} with {ranges} ranges", args.store_id);
     crate::wait_for_shutdown(&runtime)?;
-    tracing::info!(store = args.store_id, "stopping");
+    tracing::info!(store = args.store_id, "stopping: handing leaders to other stores");
+    let left = runtime.block_on(hand_off_leaders(&system.handle(), args.leader_handoff));
+    // Scripts and tests read this line: 0 means clients find every range's leader at once.
+    println!("tessera store {} stopping: {left} ranges still led here", args.store_id);
+    if let Some(admin) = admin {
+        runtime.block_on(admin.shutdown());
+    }
     // Stopping the store drops its placement link, which aborts the calls in flight.
     system.stop();
     handler.clear_store();
@@ -408,4 +561,138 @@ pub fn run(args: &StoreArgs) -> Result<()> {
         runtime.block_on(transport.shutdown(Duration::from_secs(2)));
     }
     Ok(())
+}
+
+/// The store as it is now, or `None` when it has stopped or does not answer within 2 s.
+async fn inspect(store: &StoreHandle) -> Option<StoreInspection> {
+    let (sender, receiver) = tokio::sync::oneshot::channel();
+    let asked = store.inspect(Box::new(move |inspection| {
+        let _ = sender.send(inspection);
+    }));
+    if !asked {
+        return None;
+    }
+    tokio::time::timeout(Duration::from_secs(2), receiver).await.ok()?.ok()
+}
+
+/// Hands every range this store leads to another store, asking again every half second
+/// (a transfer fails when its target lags or an election intervenes), until none is led
+/// here or `deadline` passes; returns how many the store still leads.
+async fn hand_off_leaders(store: &StoreHandle, deadline: Duration) -> usize {
+    let until = tokio::time::Instant::now() + deadline;
+    let mut asked_at: Option<tokio::time::Instant> = None;
+    loop {
+        let Some(inspection) = inspect(store).await else { return 0 };
+        let leaders = inspection.leaders();
+        let alone = inspection.replicas.iter().all(|replica| {
+            !replica.is_leader
+                || replica.descriptor.replicas.iter().all(|r| r.store_id == inspection.store_id)
+        });
+        if leaders == 0 || alone || tokio::time::Instant::now() >= until {
+            return leaders;
+        }
+        if asked_at.is_none_or(|at| at.elapsed() >= Duration::from_millis(500)) {
+            let (sender, receiver) = tokio::sync::oneshot::channel();
+            if store.transfer_leaders_away(Box::new(move |started| {
+                let _ = sender.send(started);
+            })) {
+                let started = receiver.await.unwrap_or(0);
+                tracing::debug!(leaders, started, "leader hand-off asked");
+            }
+            asked_at = Some(tokio::time::Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// What `tessera store` shows on its admin endpoints.
+struct StoreAdmin {
+    store: StoreHandle,
+    address: SocketAddr,
+}
+
+impl AdminSource for StoreAdmin {
+    fn status(&self) -> JsonFuture {
+        let store = self.store.clone();
+        let address = self.address;
+        Box::pin(async move {
+            let inspection = inspect(&store).await.ok_or("the store does not answer")?;
+            let stats = inspection.stats;
+            Ok(json!({
+                "kind": "store",
+                "version": env!("CARGO_PKG_VERSION"),
+                "store_id": inspection.store_id.0,
+                "cluster_id": inspection.cluster_id,
+                "address": address.to_string(),
+                "ranges": inspection.replicas.len(),
+                "leaders": inspection.leaders(),
+                "quiesced": inspection.replicas.iter().filter(|r| r.quiesced).count(),
+                "stats": {
+                    "rounds": stats.rounds,
+                    "raft_syncs": stats.raft_syncs,
+                    "readies": stats.readies,
+                    "entries_applied": stats.entries_applied,
+                    "messages_sent": stats.messages_sent,
+                    "messages_dropped": stats.messages_dropped,
+                    "splits": stats.splits,
+                    "conf_changes": stats.conf_changes,
+                    "snapshots_built": stats.snapshots_built,
+                    "snapshots_installed": stats.snapshots_installed,
+                    "replicas_destroyed": stats.replicas_destroyed,
+                },
+            }))
+        })
+    }
+
+    fn ranges(&self) -> JsonFuture {
+        let store = self.store.clone();
+        Box::pin(async move {
+            let inspection = inspect(&store).await.ok_or("the store does not answer")?;
+            let ranges: Vec<serde_json::Value> =
+                inspection.replicas.iter().map(replica_json).collect();
+            Ok(json!({ "store_id": inspection.store_id.0, "ranges": ranges }))
+        })
+    }
+
+    fn health(&self) -> std::result::Result<(), String> {
+        // The mailbox accepts requests while the store thread runs.
+        let (sender, _receiver) = tokio::sync::oneshot::channel::<()>();
+        if self.store.inspect(Box::new(move |_| drop(sender))) {
+            Ok(())
+        } else {
+            Err("the store has stopped or its mailbox is full".to_owned())
+        }
+    }
+}
+
+/// One replica for `/ranges`: keys as lossy UTF-8 with the hex beside them.
+fn replica_json(replica: &ReplicaInfo) -> serde_json::Value {
+    let descriptor = &replica.descriptor;
+    let key = |bytes: &[u8]| {
+        let hex: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
+        json!({ "text": String::from_utf8_lossy(bytes), "hex": hex })
+    };
+    json!({
+        "range_id": descriptor.id.0,
+        "start_key": key(&descriptor.start_key),
+        "end_key": key(&descriptor.end_key),
+        "epoch": { "conf_ver": descriptor.epoch.conf_ver, "version": descriptor.epoch.version },
+        "replica_id": replica.replica_id.0,
+        "role": replica.role.map_or("uninitialized", |role| match role {
+            ReplicaRole::Voter => "voter",
+            ReplicaRole::Learner => "learner",
+            ReplicaRole::IncomingVoter => "incoming-voter",
+            ReplicaRole::DemotingVoter => "demoting-voter",
+        }),
+        "is_leader": replica.is_leader,
+        "leader_replica": (replica.leader.0 != 0).then_some(replica.leader.0),
+        "term": replica.term.0,
+        "committed": replica.committed.0,
+        "applied": replica.applied.0,
+        "last_index": replica.last_index.0,
+        "quiesced": replica.quiesced,
+        "replicas": descriptor.replicas.iter().map(|r| json!({
+            "replica_id": r.id.0, "store_id": r.store_id.0, "role": format!("{:?}", r.role),
+        })).collect::<Vec<_>>(),
+    })
 }

@@ -25,7 +25,7 @@ impl Drop for Playground {
     }
 }
 
-/// A base port whose playground ports (base..base+9, base+10..base+14) are all free now.
+/// A base port whose playground ports (UDP and TCP, base..base+39) are all free now.
 fn free_base() -> u16 {
     // Tests of this file run at once in one process: each draws from its own sequence.
     static DRAWS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -34,7 +34,10 @@ fn free_base() -> u16 {
     loop {
         seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
         let base = 30_000 + u16::try_from((seed >> 33) % 30_000).unwrap();
-        if (0..15).all(|offset| UdpSocket::bind(("127.0.0.1", base + offset)).is_ok()) {
+        if (0..40).all(|offset| {
+            UdpSocket::bind(("127.0.0.1", base + offset)).is_ok()
+                && std::net::TcpListener::bind(("127.0.0.1", base + offset)).is_ok()
+        }) {
             return base;
         }
     }
@@ -151,6 +154,46 @@ fn the_playground_serves_the_cli_and_stops_cleanly() {
     // The scheduler may be running an operator on range 1 (one per range): retry.
     eventually(here, &["operator", "add", "1", "split:c"], |_| true);
     assert!(tessera(here, &["operator", "cancel", "1"]).status.success());
+
+    // Data: put, get, scan, compare-and-swap (set and delete), delete, delete-range.
+    assert_eq!(stdout(&tessera(here, &["kv", "put", "a", "1"])).trim(), "OK");
+    assert_eq!(stdout(&tessera(here, &["kv", "get", "a"])).trim(), "1");
+    let absent = tessera(here, &["kv", "get", "nothing"]);
+    assert_eq!(absent.status.code(), Some(3), "{absent:?}");
+    assert!(String::from_utf8_lossy(&absent.stderr).contains("not found"));
+    for (key, value) in [("user/1", "ann"), ("user/2", "bob"), ("users", "x"), ("z", "zed")] {
+        assert!(tessera(here, &["kv", "put", key, value]).status.success());
+    }
+    let scan = stdout(&tessera(here, &["kv", "scan", "--prefix", "user/"]));
+    assert_eq!(scan, "user/1\tann\nuser/2\tbob\n");
+    let scan: serde_json::Value = serde_json::from_str(&stdout(&tessera(
+        here,
+        &["kv", "scan", "a", "z", "--limit", "2", "--json"],
+    )))
+    .unwrap();
+    assert_eq!(
+        scan["pairs"],
+        serde_json::json!([{"key": "a", "value": "1"}, {"key": "user/1", "value": "ann"}])
+    );
+    let refused = tessera(here, &["kv", "cas", "a", "--expect", "7", "--new", "2"]);
+    assert_eq!(refused.status.code(), Some(3));
+    assert!(stdout(&refused).contains("NOT swapped (value before: 1)"), "{refused:?}");
+    let swapped = tessera(here, &["kv", "cas", "a", "--expect", "1", "--new", "2", "--json"]);
+    let swapped: serde_json::Value = serde_json::from_str(&stdout(&swapped)).unwrap();
+    assert_eq!(swapped, serde_json::json!({"key": "a", "swapped": true, "previous": "1"}));
+    assert!(tessera(here, &["kv", "cas", "new", "--expect-absent", "--new", "n"]).status.success());
+    assert!(tessera(here, &["kv", "cas", "a", "--expect", "2", "--delete"]).status.success());
+    assert_eq!(tessera(here, &["kv", "get", "a"]).status.code(), Some(3));
+    assert!(tessera(here, &["kv", "delete", "new"]).status.success());
+    assert_eq!(tessera(here, &["kv", "get", "new"]).status.code(), Some(3));
+    assert!(tessera(here, &["kv", "delete-range", "user/", "user0"]).status.success());
+    let scan = stdout(&tessera(here, &["kv", "scan"]));
+    assert!(
+        !scan.contains("user/") && scan.contains("users\tx") && scan.contains("z\tzed"),
+        "{scan}"
+    );
+    assert_eq!(tessera(here, &["kv", "cas", "a", "--new", "1"]).status.code(), Some(2));
+    assert_eq!(tessera(here, &["kv", "delete-range", "b", "a"]).status.code(), Some(1));
 
     // Mistakes: a bad flag is a usage error (2), a refusal from the cluster is 1 with a message.
     assert_eq!(tessera(here, &["operator", "add", "1", "jump:3"]).status.code(), Some(2));

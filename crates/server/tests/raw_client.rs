@@ -222,12 +222,17 @@ fn raw_client_routes_retries_and_survives_a_store_kill() {
             "swapped"
         );
         assert_eq!(client.get(cas.clone()).await.unwrap(), Some(v2.clone()));
-        // Deleting by compare-and-swap needs the wire request to carry an optional value.
-        assert!(matches!(
-            client.compare_and_swap(cas.clone(), Some(v2.clone()), None).await,
-            Err(ClientError::InvalidArgument(_))
-        ));
+        // Deleting by compare-and-swap: refused on a stale value, done on the current one.
+        assert_eq!(
+            client.compare_and_swap(cas.clone(), Some(v1.clone()), None).await.unwrap(),
+            (false, Some(v2.clone())),
+        );
         assert_eq!(client.get(cas.clone()).await.unwrap(), Some(v2.clone()));
+        assert_eq!(
+            client.compare_and_swap(cas.clone(), Some(v2.clone()), None).await.unwrap(),
+            (true, Some(v2.clone())),
+        );
+        assert_eq!(client.get(cas.clone()).await.unwrap(), None);
 
         // A leader transfer, followed without the caller noticing.
         let moved = key(120);

@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 /// How long a process may take to print its readiness line.
@@ -18,6 +18,8 @@ pub const READY: Duration = Duration::from_secs(60);
 /// A child process, killed (SIGKILL) when dropped.
 pub struct Process {
     child: Child,
+    /// Every line it printed on stdout so far.
+    lines: Arc<Mutex<Vec<String>>>,
 }
 
 impl Process {
@@ -30,6 +32,40 @@ impl Process {
     /// The process id.
     pub fn id(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Asks the process to stop (SIGTERM); whether it exited successfully within 30 s.
+    pub fn terminate(self) -> bool {
+        let (success, _) = self.stop(Duration::from_secs(30));
+        success
+    }
+
+    /// Asks the process to stop (SIGTERM), waits at most `deadline` and returns its whole
+    /// stdout; panics if it does not exit successfully in time.
+    pub fn terminate_with_output(self, deadline: Duration) -> String {
+        let (success, output) = self.stop(deadline);
+        assert!(success, "the process did not stop cleanly in {deadline:?}:\n{output}");
+        output
+    }
+
+    fn stop(mut self, deadline: Duration) -> (bool, String) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let until = std::time::Instant::now() + deadline;
+        let mut success = false;
+        while std::time::Instant::now() < until {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                success = status.success();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // The reader thread sees the end of the pipe soon after the exit.
+        let until = std::time::Instant::now() + Duration::from_secs(2);
+        while Arc::strong_count(&self.lines) > 1 && std::time::Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let output = self.lines.lock().unwrap().join("\n");
+        (success, output)
     }
 }
 
@@ -56,15 +92,18 @@ pub fn spawn(args: &[String]) -> Process {
         .unwrap();
     let stdout = child.stdout.take().unwrap();
     let (ready, wait) = mpsc::channel();
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let seen = lines.clone();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { return };
             if line.contains("ready on") {
-                let _ = ready.send(line);
+                let _ = ready.send(line.clone());
             }
+            seen.lock().unwrap().push(line);
         }
     });
-    let process = Process { child };
+    let process = Process { child, lines };
     wait.recv_timeout(READY).unwrap_or_else(|_| panic!("`tessera {}` never became ready", args[0]));
     process
 }
