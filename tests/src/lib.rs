@@ -8,4 +8,7 @@
 //! uses free ports and its own temporary directory.
 
 pub mod cargo_tree;
+pub mod cluster;
+pub mod history;
+pub mod netns;
 pub mod process;

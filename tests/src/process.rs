@@ -233,3 +233,14 @@ pub fn tessera(args: &[String]) -> Command {
 pub fn log_path(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("{name}.log"))
 }
+
+impl Process {
+    /// Whether the process has exited (reaping it if so), without waiting.
+    ///
+    /// # Panics
+    /// Its status cannot be read.
+    #[must_use]
+    pub fn has_exited(&mut self) -> bool {
+        self.child.try_wait().expect("reading a child's exit status").is_some()
+    }
+}
