@@ -508,6 +508,14 @@ impl<R: RaftLogEngine, K: KvEngine, N: NodeNetwork> PlacementNode<R, K, N> {
     }
 
     fn serve(&mut self, request: PlacementRequest, respond: Responder) {
+        if is_read(&request) && !self.lease_valid() {
+            // A leader cut off from the others may not know yet that a newer one leads and
+            // has changed the state: it answers reads only while its lease holds, and
+            // otherwise confirms its leadership with a quorum first (as for timestamps).
+            self.renew_lease();
+            self.park(request, respond);
+            return;
+        }
         let invalid = |message: String| Err(RpcError::InvalidRequest { message });
         match request {
             PlacementRequest::Bootstrap { store, range } => {
@@ -1395,4 +1403,19 @@ impl<R: RaftLogEngine, K: KvEngine, N: NodeNetwork> PlacementNode<R, K, N> {
         }
         Ok(())
     }
+}
+
+/// Requests answered from the leader's state without a proposal: served under the lease.
+fn is_read(request: &PlacementRequest) -> bool {
+    matches!(
+        request,
+        PlacementRequest::GetRangeByKey { .. }
+            | PlacementRequest::GetRangeById { .. }
+            | PlacementRequest::ScanRanges { .. }
+            | PlacementRequest::GetStore { .. }
+            | PlacementRequest::GetAllStores { .. }
+            | PlacementRequest::ClusterStatus
+            | PlacementRequest::ListRules
+            | PlacementRequest::ListOperators
+    )
 }

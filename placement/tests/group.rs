@@ -55,6 +55,8 @@ struct Group {
     config: fn(NodeId) -> NodeConfig,
     /// Each member's clock is off by up to this much (ms), either way.
     skew_ms: u64,
+    /// A member cut off from the others: nothing it sends or is sent arrives.
+    cut: Option<NodeId>,
 }
 
 fn config(id: NodeId) -> NodeConfig {
@@ -74,6 +76,7 @@ impl Group {
             loss_percent: 0,
             config,
             skew_ms: 2_500,
+            cut: None,
         };
         let list: Vec<PlacementMember> = (1..=count)
             .map(|id| PlacementMember {
@@ -160,7 +163,11 @@ impl Group {
             }
             while node.poll().unwrap() {}
             let outbox = std::mem::take(&mut node.network_mut().outbox);
+            let from = self.members[index].id;
             for (to, envelope) in outbox {
+                if self.cut.is_some_and(|cut| cut == from || cut == to) {
+                    continue;
+                }
                 if self.rng.range(0, 100) >= self.loss_percent {
                     let delay = self.rng.range(1, 3);
                     self.in_flight.push((now + delay, to, envelope));
@@ -412,4 +419,41 @@ fn timestamps_are_served_promptly_after_a_quiet_spell() {
     let leader = group.leader().unwrap();
     let answer = group.request(leader, PlacementRequest::GetTimestamp { count: 1 }, 20);
     assert!(matches!(answer, Some(Ok(PlacementResponse::GetTimestamp { .. }))), "{answer:?}");
+}
+
+#[test]
+fn a_cut_off_leader_answers_no_reads_a_newer_leader_could_contradict() {
+    for seed in 0..20 {
+        let mut group = Group::new(3, 100 + seed);
+        assert!(group.run_until(2_000, |g| g.leader().is_some()));
+        let old = group.leader().unwrap();
+        group.cut = Some(old);
+        let mut new_leader = None;
+        let mut checked_after = 0;
+        for _ in 0..2_000 {
+            group.step();
+            if new_leader.is_none() {
+                new_leader = group
+                    .members
+                    .iter()
+                    .filter(|member| member.id != old)
+                    .filter_map(|member| member.node.as_ref())
+                    .find(|node| node.is_serving_leader())
+                    .map(PlacementNode::node_id);
+            }
+            // Ask the old leader every step, answered within that step or not at all.
+            let answer = group.request(old, PlacementRequest::ClusterStatus, 0);
+            if let Some(new_leader) = new_leader {
+                assert!(
+                    !matches!(answer, Some(Ok(_))),
+                    "seed {seed}: {old} answers {answer:?} although {new_leader} leads"
+                );
+                checked_after += 1;
+                if checked_after == 100 {
+                    break;
+                }
+            }
+        }
+        assert!(new_leader.is_some(), "seed {seed}: nobody took over from {old}");
+    }
 }

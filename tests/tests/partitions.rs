@@ -792,9 +792,6 @@ fn an_isolated_placement_leader_is_replaced_and_rejoins_as_follower() {
 /// directly, over and over, and fails if it answers as leader after another member has
 /// answered as leader.
 #[test]
-#[ignore = "known bug: a cut-off placement leader answers reads as leader until check-quorum \
-            makes it step down, after another member was elected (is_serving_leader does \
-            not check the lease)"]
 fn a_cut_off_placement_leader_serves_no_stale_reads() {
     let test = "stale-placement-reads";
     let Some(cluster) = Cluster::start(test) else { return };
