@@ -379,6 +379,12 @@ impl<R: RaftLogEngine, K: KvEngine, N: NodeNetwork> PlacementNode<R, K, N> {
         })
     }
 
+    /// The settings this member runs with.
+    #[must_use]
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
     /// This member.
     #[must_use]
     pub fn node_id(&self) -> NodeId {

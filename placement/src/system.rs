@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounded};
 use parking_lot::RwLock;
 use tessera_engine::{KvEngine, RaftLogEngine};
+use tessera_raft::Ticker;
 use tessera_transport::{BoxFuture, Handler, Transport};
 use tessera_wire::errors::RpcError;
 use tessera_wire::ids::NodeId;
@@ -110,8 +111,11 @@ impl PlacementSystem {
     {
         let (sender, receiver) = bounded(capacity);
         let name = format!("placement-{}", node.node_id());
-        let thread =
-            std::thread::Builder::new().name(name).spawn(move || run(node, tick, &receiver))?;
+        // Twice the election timeout: enough to end every lease and timer after a pause.
+        let catch_up = node.config().election_ticks.saturating_mul(2);
+        let thread = std::thread::Builder::new()
+            .name(name)
+            .spawn(move || run(node, tick, catch_up, &receiver))?;
         Ok(Self { handle: PlacementHandle { mailbox: sender }, thread: Some(thread) })
     }
 
@@ -145,16 +149,22 @@ impl Drop for PlacementSystem {
 fn run<R: RaftLogEngine, K: KvEngine, N: NodeNetwork>(
     mut node: PlacementNode<R, K, N>,
     tick: Duration,
+    catch_up_ticks: u32,
     mailbox: &Receiver<NodeMsg>,
 ) {
-    let mut next_tick = Instant::now() + tick;
+    let mut ticker = Ticker::new(tick, catch_up_ticks, Instant::now());
     loop {
-        let first = match mailbox.recv_timeout(next_tick.saturating_duration_since(Instant::now()))
-        {
+        let wait = ticker.deadline().saturating_duration_since(Instant::now());
+        let first = match mailbox.recv_timeout(wait) {
             Ok(message) => Some(message),
             Err(RecvTimeoutError::Timeout) => None,
             Err(RecvTimeoutError::Disconnected) => return,
         };
+        // Ticks first, made up if this thread did not run for a while: a leader must not
+        // answer from a lease that ended while it slept (see `Ticker`).
+        for _ in 0..ticker.due(Instant::now()) {
+            node.tick();
+        }
         let mut stop = false;
         for message in first.into_iter().chain(mailbox.try_iter().take(DRAIN_MAX)) {
             match message {
@@ -166,13 +176,6 @@ fn run<R: RaftLogEngine, K: KvEngine, N: NodeNetwork>(
                 NodeMsg::Request(request, respond) => node.on_request(*request, respond),
                 NodeMsg::Inspect(with_ranges, respond) => respond(node.inspect(with_ranges)),
                 NodeMsg::Stop => stop = true,
-            }
-        }
-        if Instant::now() >= next_tick {
-            node.tick();
-            next_tick += tick;
-            if next_tick < Instant::now() {
-                next_tick = Instant::now() + tick;
             }
         }
         for _ in 0..64 {

@@ -59,6 +59,7 @@ mod log;
 mod raft;
 mod raw_node;
 mod storage;
+mod ticker;
 mod tracker;
 
 pub use config::{Config, SplitMix64};
@@ -70,6 +71,7 @@ pub use tessera_wire::raft::{
     MessageKind, ReplicaId, Snapshot, SnapshotMetadata, Term, decode_conf_change,
     encode_conf_change,
 };
+pub use ticker::Ticker;
 pub use tracker::{ConfChangeError, Membership, ProgressState};
 
 /// A read-index request answered: reads are linearizable once the state machine has applied

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounded};
 use tessera_engine::{KvEngine, RaftLogEngine};
+use tessera_raft::Ticker;
 use tessera_wire::errors::RpcError;
 use tessera_wire::kv::KvRequest;
 use tessera_wire::transport::RaftEnvelope;
@@ -193,14 +194,21 @@ fn run<R: RaftLogEngine, K: KvEngine, N: Network>(
     mailbox: &Receiver<StoreMsg>,
 ) {
     let tick = Duration::from_millis(store.config.tick_interval_ms);
-    let mut next_tick = Instant::now() + tick;
+    // Twice the election timeout: enough to end every lease and timer after a pause.
+    let mut ticker =
+        Ticker::new(tick, store.config.election_ticks.saturating_mul(2), Instant::now());
     loop {
-        let first = match mailbox.recv_timeout(next_tick.saturating_duration_since(Instant::now()))
-        {
+        let wait = ticker.deadline().saturating_duration_since(Instant::now());
+        let first = match mailbox.recv_timeout(wait) {
             Ok(message) => Some(message),
             Err(RecvTimeoutError::Timeout) => None,
             Err(RecvTimeoutError::Disconnected) => return,
         };
+        // Ticks first, made up if this thread did not run for a while: a leader must not
+        // serve a read from a lease that ended while it slept (see `Ticker`).
+        for _ in 0..ticker.due(Instant::now()) {
+            store.tick();
+        }
         let mut stop = false;
         for message in first.into_iter().chain(mailbox.try_iter().take(DRAIN_MAX)) {
             match message {
@@ -214,13 +222,6 @@ fn run<R: RaftLogEngine, K: KvEngine, N: Network>(
                 StoreMsg::Inspect(respond) => respond(store.inspect()),
                 StoreMsg::TransferLeadersAway(respond) => respond(store.transfer_leaders_away()),
                 StoreMsg::Stop => stop = true,
-            }
-        }
-        if Instant::now() >= next_tick {
-            store.tick();
-            next_tick += tick;
-            if next_tick < Instant::now() {
-                next_tick = Instant::now() + tick;
             }
         }
         if let Err(error) = store.poll_until_idle(64) {
