@@ -36,8 +36,8 @@ use tessera_wire::placement::PlacementMember;
 /// directory, the listen address and the TLS material.
 #[derive(Debug, clap::Args)]
 pub struct PlacementArgs {
-    /// A TOML config file: every flag is a key of the same name with `_` for `-`; flags
-    /// win over the file.
+    /// A TOML config file (see docs/configuration.md): each flag is a key with `_` for `-`,
+    /// repeatable ones are lists (`members`, `location_labels`); unknown keys are refused; flags win.
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// This member's node id (distinct from every store id). Required.

@@ -7,10 +7,11 @@
 //! placement = ["101=127.0.0.1:20171", "102=127.0.0.1:20172"]
 //! ```
 //!
-//! Resolution, first found wins for each field: the flag (`--cluster-id`, `--certs`,
-//! `--placement ID=ADDR`), the environment (`TESSERA_CLUSTER_ID`, `TESSERA_CERTS`,
-//! `TESSERA_PLACEMENT` as a comma-separated list), the profile file (`--profile PATH`,
-//! `TESSERA_PROFILE`, else [`DEFAULT_PROFILE`] in the current directory).
+//! Resolution, first found wins for each field: the flag (`--cluster-id`, `--ca` (alias
+//! `--certs`: the TLS directory or its `ca.pem`), `--placement ID=ADDR`), the environment
+//! (`TESSERA_CLUSTER_ID`, `TESSERA_CERTS` or `TESSERA_CA`, `TESSERA_PLACEMENT` as a
+//! comma-separated list), the profile file (`--profile PATH`, `TESSERA_PROFILE`, else
+//! [`DEFAULT_PROFILE`] in the current directory).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -86,8 +87,9 @@ pub struct ConnectArgs {
     /// The cluster id. Default: from the profile.
     #[arg(long)]
     pub cluster_id: Option<u64>,
-    /// The development TLS directory. Default: from the profile.
-    #[arg(long = "certs")]
+    /// The cluster's TLS directory (the playground's `certs/`), or the CA certificate
+    /// `ca.pem` in it. Default: from the profile.
+    #[arg(long = "certs", visible_alias = "ca")]
     pub certs: Option<PathBuf>,
     /// The client profile to read. Default: `./.tessera-profile.toml`.
     #[arg(long)]
@@ -134,11 +136,30 @@ impl ConnectArgs {
             .certs
             .clone()
             .or_else(|| std::env::var_os("TESSERA_CERTS").map(PathBuf::from))
+            .or_else(|| std::env::var_os("TESSERA_CA").map(PathBuf::from))
             .or_else(|| file.as_ref().map(|file| file.certs_dir.clone()))
-            .context("no TLS directory: give --certs or TESSERA_CERTS")?;
+            .context("no TLS directory: give --ca (or --certs), TESSERA_CA or TESSERA_CERTS")?;
+        let certs_dir = certs_directory(certs_dir)?;
         let profile = Profile { cluster_id, certs_dir, placement };
         profile.members()?;
         Ok(profile)
+    }
+}
+
+/// The TLS directory named by `path`: the directory itself, or the one holding the CA
+/// certificate `path` names.
+///
+/// # Errors
+/// `path` does not exist.
+fn certs_directory(path: PathBuf) -> Result<PathBuf> {
+    let metadata = std::fs::metadata(&path)
+        .with_context(|| format!("TLS directory or CA certificate {}", path.display()))?;
+    if metadata.is_dir() {
+        return Ok(path);
+    }
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => Ok(parent.to_path_buf()),
+        _ => Ok(PathBuf::from(".")),
     }
 }
 
@@ -163,5 +184,15 @@ mod tests {
         assert!(error.contains("not a client profile"), "{error}");
         let bad = Profile { placement: vec!["nope".to_owned()], ..profile };
         assert!(bad.members().is_err());
+    }
+
+    #[test]
+    fn the_ca_flag_takes_the_directory_or_the_ca_file_in_it() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ca.pem"), "pem").unwrap();
+        assert_eq!(certs_directory(dir.path().to_path_buf()).unwrap(), dir.path());
+        assert_eq!(certs_directory(dir.path().join("ca.pem")).unwrap(), dir.path());
+        let error = format!("{:#}", certs_directory(dir.path().join("nope.pem")).unwrap_err());
+        assert!(error.contains("nope.pem"), "{error}");
     }
 }

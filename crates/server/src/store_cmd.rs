@@ -85,8 +85,8 @@ pub const PLACEMENT_STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 /// data directory, the listen address and the TLS material.
 #[derive(Debug, clap::Args)]
 pub struct StoreArgs {
-    /// A TOML config file: every flag is a key of the same name with `_` for `-`; flags
-    /// win over the file.
+    /// A TOML config file (see docs/configuration.md): each flag is a key with `_` for `-`,
+    /// repeatable ones are lists (`peers`, `placement`, `labels`, `initial_stores`); unknown keys are refused; flags win.
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// This store's id (also its node id). Required.

@@ -204,6 +204,19 @@ fn the_playground_serves_the_cli_and_stops_cleanly() {
     let lost = tessera(elsewhere.path(), &["cluster", "status"]);
     assert_eq!(lost.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&lost.stderr).contains("no placement members"), "{lost:?}");
+    // From elsewhere, flags stand in for the profile: --placement, --cluster-id and --ca
+    // (the CA certificate's path, or its directory).
+    let profile: toml::Table =
+        std::fs::read_to_string(here.join(".tessera-profile.toml")).unwrap().parse().unwrap();
+    let certs = std::path::PathBuf::from(profile["certs_dir"].as_str().unwrap());
+    let cluster_id = profile["cluster_id"].as_integer().unwrap().to_string();
+    let ca = certs.join("ca.pem");
+    let mut args = vec!["kv", "get", "z", "--cluster-id", &cluster_id, "--ca"];
+    args.push(ca.to_str().unwrap());
+    for member in profile["placement"].as_array().unwrap() {
+        args.extend(["--placement", member.as_str().unwrap()]);
+    }
+    assert_eq!(stdout(&tessera(elsewhere.path(), &args)).trim(), "zed");
 
     // SIGTERM stops every node; nothing keeps the ports.
     let mut playground = playground;
