@@ -126,6 +126,12 @@ impl Cluster {
         cluster
     }
 
+    /// The development TLS directory the cluster's nodes share.
+    #[must_use]
+    pub fn certs(&self) -> &Path {
+        &self.certs
+    }
+
     /// The cluster id.
     #[must_use]
     pub fn cluster_id(&self) -> u64 {

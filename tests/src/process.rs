@@ -45,6 +45,27 @@ pub fn tessera_bin() -> PathBuf {
     bin
 }
 
+/// Example `name` of workspace package `package`, in this build's `examples/` directory;
+/// built on demand (`cargo build -p PACKAGE --example NAME`) when missing.
+///
+/// # Panics
+/// The example is missing and cannot be built.
+#[must_use]
+pub fn example_bin(package: &str, name: &str) -> PathBuf {
+    let bin = tessera_bin().with_file_name("examples").join(name);
+    if !bin.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let status = Command::new(&cargo)
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+            .args(["build", "--offline", "-p", package, "--example", name])
+            .status()
+            .unwrap_or_else(|error| panic!("cannot run `{cargo} build --example {name}`: {error}"));
+        assert!(status.success(), "`cargo build -p {package} --example {name}` failed");
+    }
+    assert!(bin.exists(), "{} not found after building it", bin.display());
+    bin
+}
+
 /// A loopback UDP address that was free a moment ago.
 ///
 /// # Panics

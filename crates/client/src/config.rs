@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use tessera_transport::tls::TlsSource;
+
 use crate::error::ClientError;
 
 /// How a [`RawClient`](crate::RawClient) connects and how hard it tries.
@@ -14,12 +16,17 @@ pub struct ClientConfig {
     /// The cluster; nodes of another cluster refuse the client's connections.
     pub cluster_id: u64,
     /// The dev TLS directory shared with the cluster
-    /// ([`TlsSource::DevGenerated`](tessera_transport::tls::TlsSource::DevGenerated)): the
+    /// ([`TlsSource::DevGenerated`]): the
     /// client gets a certificate signed by that directory's CA, created if missing.
     pub certs_dir: PathBuf,
     /// The node name the client's certificate is made for (`<certs_dir>/nodes/<name>/`).
     /// Default `client`; every client may share it.
     pub tls_node_name: String,
+    /// Certificates supplied by the operator instead of the dev directory: a cluster with
+    /// production TLS needs [`TlsSource::Files`] with the cluster CA and a client
+    /// certificate signed by it (see [`ClientConfig::with_tls_files`]). Default `None`:
+    /// `certs_dir` as above.
+    pub tls: Option<TlsSource>,
     /// The local UDP address of the client's QUIC endpoint. Default `0.0.0.0:0` (any port).
     pub listen: SocketAddr,
     /// How long one call may take overall, retries included (default 10 s). A write that
@@ -49,6 +56,7 @@ impl ClientConfig {
             cluster_id,
             certs_dir: certs_dir.into(),
             tls_node_name: "client".to_owned(),
+            tls: None,
             listen: SocketAddr::from(([0, 0, 0, 0], 0)),
             request_timeout: Duration::from_secs(10),
             attempt_timeout: Duration::from_secs(2),
@@ -57,6 +65,23 @@ impl ClientConfig {
             backoff_max: Duration::from_millis(500),
             suspect_for: Duration::from_secs(3),
         }
+    }
+
+    /// The defaults, with production TLS: `ca` is the cluster CA certificate (the only trust
+    /// anchor), `cert` the client's certificate chain signed by it (leaf first) and `key`
+    /// its private key, all PEM.
+    #[must_use]
+    pub fn with_tls_files(
+        cluster_id: u64,
+        ca: impl Into<PathBuf>,
+        cert: impl Into<PathBuf>,
+        key: impl Into<PathBuf>,
+    ) -> Self {
+        let ca = ca.into();
+        let certs_dir = ca.parent().map(PathBuf::from).unwrap_or_default();
+        let mut config = Self::new(cluster_id, certs_dir);
+        config.tls = Some(TlsSource::Files { ca, cert: cert.into(), key: key.into() });
+        config
     }
 
     /// Checks the rules on the fields.

@@ -11,7 +11,15 @@
 //!
 //! [`RawClient::connect`] takes the placement members and a [`ClientConfig`]; the client
 //! finds each key's range and leader itself (see [`raw`] for the retry rules and
-//! [`routing`] for the cache).
+//! [`routing`] for the cache). TLS: [`ClientConfig::new`] takes the cluster's development
+//! TLS directory (the playground's `certs/`, which it prints);
+//! [`ClientConfig::with_tls_files`] takes the cluster CA and a client certificate and key.
+//!
+//! A runnable program is `examples/quickstart.rs`: start the playground with `make run`,
+//! then, from the same directory, `cargo run -p tessera-client --example quickstart`. It
+//! finds the cluster through the playground's profile (or `TESSERA_PLACEMENT`,
+//! `TESSERA_CLUSTER_ID`, `TESSERA_CA`) and tests run it against real processes
+//! (`tests/tests/client_example.rs`). In short:
 //!
 //! ```no_run
 //! use std::time::Duration;

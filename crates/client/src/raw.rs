@@ -256,7 +256,10 @@ impl RawClient {
             return Err(ClientError::InvalidArgument("no placement members given".to_owned()));
         }
         let node_id = random_node_id();
-        let source = TlsSource::DevGenerated { dir: config.certs_dir.clone() };
+        let source = config
+            .tls
+            .clone()
+            .unwrap_or_else(|| TlsSource::DevGenerated { dir: config.certs_dir.clone() });
         let name = config.tls_node_name.clone();
         let tls = tokio::task::spawn_blocking(move || NodeTls::load(&source, &name))
             .await
