@@ -7,8 +7,10 @@ set -euo pipefail
 say() { printf '==> %s\n' "$*"; }
 
 # Debian packages: a C/C++ toolchain for RocksDB and ring, libclang for RocksDB's bindgen,
-# and iproute2/iptables for the network-namespace fault tests.
-packages=(build-essential pkg-config libclang-dev clang iproute2 iptables)
+# iproute2/iptables for the network-namespace fault tests, and protoc with its well-known
+# .proto files (libprotobuf-dev) for etcd-client's gRPC code, generated at build time
+# (tessera-bench's etcd driver).
+packages=(build-essential pkg-config libclang-dev clang iproute2 iptables protobuf-compiler libprotobuf-dev)
 
 missing=()
 for package in "${packages[@]}"; do

@@ -33,6 +33,15 @@ pub fn process_cpu_time() -> io::Result<Duration> {
     parse_stat(&std::fs::read_to_string("/proc/self/stat")?)
 }
 
+/// User + system CPU time consumed so far by all threads of process `pid` (another
+/// process: a server under test), at the 10 ms resolution of `/proc/<pid>/stat`.
+///
+/// # Errors
+/// If the process is gone or its `stat` cannot be parsed.
+pub fn pid_cpu_time(pid: u32) -> io::Result<Duration> {
+    parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat"))?)
+}
+
 /// `/proc/self/schedstat`: "run-ns wait-ns timeslices".
 fn parse_schedstat(text: &str) -> io::Result<Duration> {
     let nanos = text

@@ -10,9 +10,15 @@
 //! compared with the raft-rs reference in `bench/raft-rs-baseline`) and `raft-idle-groups`
 //! ([`raft_idle_groups`]), on the in-process driver in [`raft_group`].
 
+pub mod compare;
 pub mod cpu;
+pub mod driver;
+pub mod etcd;
 pub mod raft_group;
 pub mod raft_idle_groups;
 pub mod raft_throughput;
+pub mod runner;
 pub mod storage_group_commit;
+pub mod tessera_cluster;
 pub mod transport_throughput;
+pub mod ycsb;
