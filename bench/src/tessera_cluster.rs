@@ -92,29 +92,11 @@ impl TesseraCluster {
     }
 
     fn read_profile(&mut self) -> Result<()> {
-        let path = self.dir.join(".tessera-profile.toml");
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading the playground's profile {}", path.display()))?;
-        let table: toml::Table = text.parse().context("parsing the playground's profile")?;
-        self.cluster_id = table
-            .get("cluster_id")
-            .and_then(toml::Value::as_integer)
-            .and_then(|id| u64::try_from(id).ok())
-            .context("the profile has no cluster_id")?;
-        self.certs = table
-            .get("certs_dir")
-            .and_then(toml::Value::as_str)
-            .map(PathBuf::from)
-            .context("the profile has no certs_dir")?;
-        let members = table
-            .get("placement")
-            .and_then(toml::Value::as_array)
-            .context("the profile has no placement list")?;
-        for member in members {
-            let text = member.as_str().context("a placement member that is not a string")?;
-            let (id, addr) = text.split_once('=').context("a placement member not ID=ADDR")?;
-            self.placement.push((id.parse()?, addr.parse()?));
-        }
+        let profile = Profile::load(&self.dir.join(".tessera-profile.toml"))?
+            .context("the playground wrote no profile")?;
+        self.cluster_id = profile.cluster_id.context("the profile has no cluster_id")?;
+        self.certs = profile.certs.context("the profile has no certs_dir")?;
+        self.placement = profile.placement;
         Ok(())
     }
 
@@ -167,6 +149,59 @@ impl Drop for TesseraCluster {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// What the playground's client profile (`.tessera-profile.toml`) says, each part optional.
+#[derive(Debug, Default)]
+pub struct Profile {
+    /// The cluster id.
+    pub cluster_id: Option<u64>,
+    /// The development TLS directory.
+    pub certs: Option<PathBuf>,
+    /// The placement members.
+    pub placement: Vec<(u64, SocketAddr)>,
+}
+
+impl Profile {
+    /// Reads the profile at `path`; `None` if there is no such file.
+    ///
+    /// # Errors
+    /// The file cannot be read or parsed.
+    pub fn load(path: &Path) -> Result<Option<Self>> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(error) => return Err(error).with_context(|| format!("reading {}", path.display())),
+        };
+        let table: toml::Table =
+            text.parse().with_context(|| format!("{} is not a client profile", path.display()))?;
+        let mut profile = Self {
+            cluster_id: table
+                .get("cluster_id")
+                .and_then(toml::Value::as_integer)
+                .and_then(|id| u64::try_from(id).ok()),
+            certs: table.get("certs_dir").and_then(toml::Value::as_str).map(PathBuf::from),
+            placement: Vec::new(),
+        };
+        let members = table.get("placement").and_then(toml::Value::as_array);
+        for member in members.into_iter().flatten() {
+            let text = member.as_str().context("a placement member that is not a string")?;
+            profile.placement.push(parse_member(text)?);
+        }
+        Ok(Some(profile))
+    }
+}
+
+/// Parses `ID=ADDR`.
+///
+/// # Errors
+/// Says what is wrong.
+pub fn parse_member(text: &str) -> Result<(u64, SocketAddr)> {
+    let (id, addr) = text.split_once('=').with_context(|| format!("`{text}`: not ID=ADDR"))?;
+    Ok((
+        id.trim().parse().with_context(|| format!("`{id}`: not a node id"))?,
+        addr.trim().parse().with_context(|| format!("`{addr}`: not an address"))?,
+    ))
 }
 
 /// A base port with the 40 ports the playground uses above it free (UDP and TCP).

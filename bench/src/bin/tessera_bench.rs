@@ -11,7 +11,6 @@
 //! and notes to stderr. See bench/README.md.
 
 use std::io::IsTerminal;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -21,7 +20,7 @@ use tessera_bench::compare::{CompareOptions, compare, work_dir};
 use tessera_bench::driver::Driver;
 use tessera_bench::etcd::EtcdDriver;
 use tessera_bench::runner::{RunOptions, load, run};
-use tessera_bench::tessera_cluster::tessera_binary;
+use tessera_bench::tessera_cluster::{Profile, parse_member, tessera_binary};
 use tessera_bench::ycsb::plot::plot;
 use tessera_bench::ycsb::workload::{Distribution, Keyspace, WorkloadName, WorkloadSpec};
 use tessera_client::{ClientConfig, RawClient};
@@ -203,46 +202,26 @@ async fn connect(target: &Target) -> Result<Driver> {
             EtcdDriver::connect(&target.endpoints, target.connections.max(1)).await?,
         )),
         System::Tessera => {
-            let profile: Option<toml::Table> = match std::fs::read_to_string(&target.profile) {
-                Ok(text) => Some(text.parse().context("parsing the client profile")?),
-                Err(_) => None,
-            };
-            let field = |key: &str| profile.as_ref().and_then(|p| p.get(key).cloned());
-            let cluster_id = match target.cluster_id {
-                Some(id) => id,
-                None => field("cluster_id")
-                    .and_then(|v| v.as_integer())
-                    .and_then(|v| u64::try_from(v).ok())
-                    .context("no cluster id: --cluster-id, TESSERA_CLUSTER_ID or a profile")?,
-            };
-            let mut certs = match &target.ca {
-                Some(path) => path.clone(),
-                None => field("certs_dir")
-                    .and_then(|v| v.as_str().map(PathBuf::from))
-                    .context("no TLS directory: --ca, TESSERA_CA or a profile")?,
-            };
+            let profile = Profile::load(&target.profile)?.unwrap_or_default();
+            let cluster_id = target
+                .cluster_id
+                .or(profile.cluster_id)
+                .context("no cluster id: --cluster-id, TESSERA_CLUSTER_ID or a profile")?;
+            let mut certs = target
+                .ca
+                .clone()
+                .or(profile.certs)
+                .context("no TLS directory: --ca, TESSERA_CA or a profile")?;
             if certs.is_file() {
                 certs = certs.parent().map(PathBuf::from).unwrap_or(certs);
             }
-            let members: Vec<String> = if target.placement.is_empty() {
-                field("placement")
-                    .and_then(|v| {
-                        v.as_array().map(|a| {
-                            a.iter().filter_map(|m| m.as_str().map(str::to_owned)).collect()
-                        })
-                    })
-                    .context("no placement members: --placement, TESSERA_PLACEMENT or a profile")?
+            let placement = if target.placement.is_empty() {
+                profile.placement
             } else {
-                target.placement.clone()
+                target.placement.iter().map(|m| parse_member(m)).collect::<Result<Vec<_>>>()?
             };
-            let mut placement: Vec<(u64, SocketAddr)> = Vec::new();
-            for member in &members {
-                let (id, addr) =
-                    member.split_once('=').with_context(|| format!("`{member}`: not ID=ADDR"))?;
-                placement.push((
-                    id.trim().parse().with_context(|| format!("`{id}`: not a node id"))?,
-                    addr.trim().parse().with_context(|| format!("`{addr}`: not an address"))?,
-                ));
+            if placement.is_empty() {
+                bail!("no placement members: --placement, TESSERA_PLACEMENT or a profile");
             }
             let client = RawClient::connect(&placement, ClientConfig::new(cluster_id, certs))
                 .await
