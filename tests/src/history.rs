@@ -125,6 +125,19 @@ pub struct Counts {
     pub failed: usize,
 }
 
+impl Counts {
+    /// Counts `record` by how it ended.
+    fn add(&mut self, record: &Record) {
+        if record.failed {
+            self.failed += 1;
+        } else if record.completed.is_some() {
+            self.completed += 1;
+        } else {
+            self.unknown += 1;
+        }
+    }
+}
+
 /// A recorded history of client operations (single-threaded use; see [`Recorder`] for
 /// concurrent clients).
 #[derive(Debug, Default)]
@@ -216,13 +229,7 @@ impl History {
     pub fn counts(&self) -> Counts {
         let mut counts = Counts::default();
         for record in &self.records {
-            if record.failed {
-                counts.failed += 1;
-            } else if record.completed.is_some() {
-                counts.completed += 1;
-            } else {
-                counts.unknown += 1;
-            }
+            counts.add(record);
         }
         counts
     }
@@ -232,14 +239,7 @@ impl History {
     pub fn counts_by_key(&self) -> BTreeMap<u64, Counts> {
         let mut by_key: BTreeMap<u64, Counts> = BTreeMap::new();
         for record in &self.records {
-            let counts = by_key.entry(record.op.key()).or_default();
-            if record.failed {
-                counts.failed += 1;
-            } else if record.completed.is_some() {
-                counts.completed += 1;
-            } else {
-                counts.unknown += 1;
-            }
+            by_key.entry(record.op.key()).or_default().add(record);
         }
         by_key
     }
