@@ -19,7 +19,8 @@
 //!
 //! 1. If `snapshot` is set, persist it and apply it to the state machine.
 //! 2. Append `entries` to the log (replacing stored entries from the first one's index on)
-//!    and persist `hard_state` if set. `Ready::must_sync` says whether an fsync is needed.
+//!    and persist `hard_state` if set. `Ready::must_sync` says whether an fsync is needed
+//!    (not for a new commit index alone: it may be lost in a crash and learnt again).
 //! 3. Send `messages` — at once, even before step 2 is durable: a leader may replicate
 //!    while its own write is in flight (thesis §10.2.1).
 //! 4. Once step 2 is durable, send `persisted_messages`: votes, vote responses and append

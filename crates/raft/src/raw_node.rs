@@ -5,7 +5,8 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 use tessera_wire::raft::{
-    ConfChange, ConfState, Entry, HardState, LogIndex, Message, ReplicaId, Snapshot, Term,
+    ConfChange, ConfState, Entry, EntryKind, HardState, LogIndex, Message, ReplicaId, Snapshot,
+    Term,
 };
 
 use crate::config::Config;
@@ -32,6 +33,12 @@ pub struct Ready {
     pub soft_state: Option<SoftState>,
     /// The hard state to persist, if it changed.
     pub hard_state: Option<HardState>,
+    /// Whether `hard_state` must be durable before this Ready's committed entries are
+    /// applied or its persisted messages sent: its term or vote changed, or the committed
+    /// entries hold a membership change (membership takes effect when applied, so a restart
+    /// must not find an older commit index). A change of `commit` alone needs no fsync: the
+    /// commit index is volatile in Raft (§5), learnt again from the leader after a crash.
+    pub hard_state_must_sync: bool,
     /// A snapshot to persist and apply (before `entries` and `committed_entries`).
     pub snapshot: Option<Snapshot>,
     /// Entries to append to the log, replacing any stored entries from the first one's index.
@@ -48,10 +55,11 @@ pub struct Ready {
 }
 
 impl Ready {
-    /// Whether persisting this Ready needs an fsync (anything durable changed).
+    /// Whether persisting this Ready needs an fsync: entries, a snapshot, or a new term or
+    /// vote. A Ready whose only durable change is the commit index is written without one.
     #[must_use]
     pub fn must_sync(&self) -> bool {
-        self.hard_state.is_some() || self.snapshot.is_some() || !self.entries.is_empty()
+        self.hard_state_must_sync || self.snapshot.is_some() || !self.entries.is_empty()
     }
 }
 
@@ -212,10 +220,18 @@ impl<S: Storage> RawNode<S> {
             raft.log.applying_to(last.index);
         }
         raft.reduce_uncommitted(&committed_entries);
+        let applies_conf_change =
+            committed_entries.iter().any(|entry| entry.kind == EntryKind::ConfChange);
         let ready = Ready {
             number,
             soft_state: (soft != self.previous_soft).then_some(soft),
-            hard_state: (hard != self.previous_hard).then_some(hard),
+            // Membership takes effect when applied, so the commit index covering an applied
+            // membership change must survive a crash: a restart with an older commit would
+            // come back under the old membership (where this node might elect itself).
+            hard_state: (hard != self.previous_hard || applies_conf_change).then_some(hard),
+            hard_state_must_sync: hard.term != self.previous_hard.term
+                || hard.vote != self.previous_hard.vote
+                || applies_conf_change,
             snapshot,
             entries,
             messages: take_keeping_capacity(&mut raft.msgs),

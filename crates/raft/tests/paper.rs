@@ -1607,6 +1607,38 @@ fn ready_vote_and_append_answers_wait_for_persistence() {
     );
 }
 
+/// Ready contract: the commit index is volatile (§5), so a Ready that only moves it needs no
+/// fsync; one handing out a membership change for apply carries the hard state and must
+/// sync it (membership takes effect on apply, and a restart must not find an older commit).
+#[test]
+fn ready_syncs_a_commit_only_when_it_applies_a_membership_change() {
+    let mut raw = standalone(1, store(&[1, 2], &log_of(&[1]), 1), plain);
+    raw.step(append(2, 1, 1, (1, 1), &[entry(1, 2)], 0)).unwrap();
+    let ready = sync_ready(&mut raw);
+    assert!(ready.must_sync(), "new entries are synced");
+
+    raw.step(append(2, 1, 1, (1, 2), &[], 2)).unwrap();
+    let ready = sync_ready(&mut raw);
+    assert_eq!(ready.hard_state.map(|h| h.commit), Some(LogIndex(2)));
+    assert_eq!(ready.committed_entries.len(), 2);
+    assert!(!ready.must_sync(), "a new commit index alone rides unsynced");
+
+    let change = steps(&[ConfChangeStep::AddLearner(rid(3))], false);
+    let conf_entry = Entry {
+        term: Term(1),
+        index: LogIndex(3),
+        kind: EntryKind::ConfChange,
+        data: tessera_wire::raft::encode_conf_change(&change),
+    };
+    raw.step(append(2, 1, 1, (1, 2), &[conf_entry], 2)).unwrap();
+    assert!(sync_ready(&mut raw).must_sync());
+    raw.step(append(2, 1, 1, (1, 3), &[], 3)).unwrap();
+    let ready = raw.ready();
+    assert_eq!(ready.committed_entries.last().map(|e| e.kind), Some(EntryKind::ConfChange));
+    assert_eq!(ready.hard_state.map(|h| h.commit), Some(LogIndex(3)));
+    assert!(ready.must_sync(), "the commit covering an applied membership change is synced");
+}
+
 /// Ready contract: the leader counts itself toward a commit only for entries acknowledged
 /// through `on_persist_ready`, Ready by Ready.
 #[test]

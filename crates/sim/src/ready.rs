@@ -25,6 +25,7 @@ impl World {
         let node = self.nodes.get_mut(&id).expect("drained nodes exist");
         let raw = node.raw_mut();
         let ready = raw.ready();
+        let must_sync = ready.must_sync();
         let role = raw.raft().role();
         let term = raw.raft().term();
         let store_last = raw.store().last_index();
@@ -92,8 +93,6 @@ impl World {
         }
 
         // 4. Persistence: queued behind earlier Readys; persisted messages wait for it.
-        let must_sync =
-            ready.hard_state.is_some() || ready.snapshot.is_some() || !ready.entries.is_empty();
         let write = PendingWrite {
             number: ready.number,
             snapshot: ready.snapshot,

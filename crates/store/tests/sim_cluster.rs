@@ -694,6 +694,45 @@ fn logs_are_truncated_no_further_than_durable_and_restarts_keep_everything() {
     }
 }
 
+/// A commit index moves without an fsync: a machine crash may keep the KV engine's apply
+/// state (written later) but lose the log's newer commit indexes. The restarted replica
+/// keeps its log (it acknowledged those entries), moves its commit up to what it applied,
+/// and serves on.
+#[test]
+fn a_restart_with_the_commit_behind_the_apply_state_keeps_the_log() {
+    let mut cluster = Cluster::new(3, 6, config());
+    for n in 0..20 {
+        put(&mut cluster, &key(n), &format!("v{n}"));
+    }
+    cluster.run_until(200, |_| false);
+    let (leader, _) = cluster.leader_of(&key(1)).unwrap();
+    let index = cluster.nodes.iter().position(|n| n.id != leader).unwrap();
+    let peer = cluster.nodes[index].store.as_ref().unwrap().peer(RangeId(1)).unwrap();
+    let (applied, first) = (peer.applied_index(), peer.log_first_index());
+    assert!(
+        cluster.nodes[index].raft.unsynced_batches() > 0,
+        "the last commit indexes were written without a sync"
+    );
+    // The machine crashes: every unsynced log write is lost, every KV write kept.
+    let node = &mut cluster.nodes[index];
+    node.store = None;
+    node.raft = node.raft.crash(0);
+    node.kv = node.kv.crash(usize::MAX);
+    cluster.start(index);
+    let peer = cluster.nodes[index].store.as_ref().unwrap().peer(RangeId(1)).unwrap();
+    assert_eq!(peer.applied_index(), applied);
+    assert_eq!(peer.log_first_index(), first, "the log was kept, not reset");
+    put(&mut cluster, &key(99), "after");
+    assert!(cluster.run_until(2_000, |c| {
+        c.nodes[index]
+            .kv
+            .get(tessera_engine::Cf::Default, &tessera_engine::keys::data_key(&key(99)))
+            .unwrap()
+            .as_deref()
+            == Some(b"after".as_slice())
+    }));
+}
+
 /// Found by the random runs: a leader re-elected after its uncommitted proposals of an older
 /// term were overwritten answered a newer, committed proposal `StaleCommand` (the stale ones
 /// sat ahead of it in the queue). Kept as a fixed seed.

@@ -111,7 +111,8 @@ pub struct HardState {
     pub term: Term,
     /// The candidate it voted for in `term`, or [`ReplicaId::NONE`].
     pub vote: ReplicaId,
-    /// The highest index known committed (may lag; never regresses on disk).
+    /// The highest index known committed (may lag: it is written without an fsync of its
+    /// own, so after a machine crash it may be older than what was applied).
     pub commit: LogIndex,
 }
 

@@ -306,13 +306,20 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
             return Ok(false);
         }
         self.stats.rounds += 1;
-        if !batch.is_empty() || must_sync {
+        // What may leave before the write (a leader's appends, heartbeats) leaves now, so
+        // followers persist in parallel with the leader's own fsync.
+        self.net.flush();
+        if must_sync {
             let started = std::time::Instant::now();
             self.raft_engine.write(&mut batch, true)?;
             metrics::histogram!("tessera_store_raft_sync_seconds")
                 .record(started.elapsed().as_secs_f64());
             metrics::counter!("tessera_store_raft_syncs_total").increment(1);
             self.stats.raft_syncs += 1;
+        } else if !batch.is_empty() {
+            // Only commit indexes moved: no fsync (see `Ready::must_sync`; a restart finds
+            // the log's commit behind the apply state and moves it up).
+            self.raft_engine.write(&mut batch, false)?;
         }
         metrics::histogram!("tessera_store_ready_batch_ranges").record(persisted.len() as f64);
 

@@ -211,6 +211,22 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
         }
         let mut storage =
             RangeLogStorage::open(self.raft_engine.clone(), range, conf_state_of(&descriptor))?;
+        let commit = storage.raft_state().hard_state.commit;
+        if stored.is_some()
+            && commit < applied.applied_index
+            && tessera_raft::Storage::term(&storage, applied.applied_index).ok()
+                == Some(applied.applied_term)
+        {
+            // A commit index is written without an fsync of its own (see
+            // `Ready::must_sync`): after a machine crash the log may hold the applied entry
+            // but an older commit. What was applied was committed; the commit moves up.
+            tracing::info!(%range, %commit, applied = %applied.applied_index, "commit index moved up to the apply state");
+            let mut state = storage.raft_state();
+            state.hard_state.commit = applied.applied_index;
+            let mut batch = self.raft_engine.batch();
+            storage.stage_hard_state(&mut batch, state.hard_state);
+            self.write_raft(&mut batch, true)?;
+        }
         if stored.is_none() && applied != initial_apply_state()
             || storage.raft_state().hard_state.commit < applied.applied_index
         {
