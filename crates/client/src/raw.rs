@@ -10,8 +10,10 @@
 //!   just failed at the transport: then another replica, after a pause).
 //! - `NotLeader { leader: None }`: another voter, after a pause (an election is running).
 //! - `EpochNotMatch { ranges }`: the descriptors go into the cache (evicting what they
-//!   overlap) and the request is rebuilt for the range now holding the key. If they are no
-//!   newer than the request's (the store is behind), another replica is tried.
+//!   overlap) and the request is rebuilt for the range now holding the key (the store adds
+//!   that range's descriptor when a split moved the key). If they are no newer than the
+//!   request's (the store is behind), another replica is tried. Only the first such answer
+//!   in a call is followed at once; later ones after a pause.
 //! - `RangeNotFound`, `KeyNotInRange`, `StoreNotMatch`: the range is dropped from the cache
 //!   and looked up again at the placement driver; the store is not asked again in this call
 //!   unless every voter was.
@@ -718,6 +720,9 @@ impl RawClient {
         let mut tried_range: Option<RangeId> = None;
         // A leader named by a replica, for a route the cache may have refused.
         let mut hint: Option<(RangeId, Replica)> = None;
+        // `EpochNotMatch` answers in this call: the first is followed at once, later ones
+        // after a pause (the layout is moving, or the placement driver has not caught up).
+        let mut epoch_refusals = 0_u32;
         loop {
             let now = Instant::now();
             if now >= call.deadline {
@@ -861,10 +866,13 @@ impl RawClient {
                             cache.insert(current.into());
                         }
                     }
+                    epoch_refusals += 1;
                     if !newer {
                         // The store is behind the route: another replica.
                         tried.push(store);
                         hint = None;
+                        self.pause(&mut backoff, call.deadline).await;
+                    } else if epoch_refusals > 1 {
                         self.pause(&mut backoff, call.deadline).await;
                     }
                 }

@@ -243,6 +243,22 @@ fn split_moves_keys_and_stale_epochs_are_refused() {
             other => panic!("{other:?}"),
         }
     }
+    // A key the split moved, under the old epoch: the refusal names the range now holding
+    // it too, so a client need not ask a placement driver that may not know the split yet.
+    let slot: Slot<Result<KvResponse, RpcError>> = Arc::default();
+    let answer = slot.clone();
+    cluster.store(leader).unwrap().on_kv_request(
+        request(&before, leader, KvCommand::RawGet(RawGetRequest { key: key(7) })),
+        Box::new(move |r| *answer.lock().unwrap() = Some(r)),
+    );
+    match slot.lock().unwrap().take().unwrap() {
+        Err(RpcError::EpochNotMatch { ranges }) => {
+            assert_eq!(ranges.len(), 2, "{ranges:?}");
+            assert_eq!(ranges[0], current);
+            assert_eq!((ranges[1].id, &ranges[1].start_key), (right.id, &right.start_key));
+        }
+        other => panic!("{other:?}"),
+    }
 
     // Every store restarts into both ranges, from the engines.
     for index in 0..3 {

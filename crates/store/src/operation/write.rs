@@ -73,7 +73,8 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
         if context.epoch.version != peer.descriptor.epoch.version
             || context.epoch.conf_ver > peer.descriptor.epoch.conf_ver
         {
-            respond(Err(RpcError::EpochNotMatch { ranges: vec![peer.descriptor.clone()] }));
+            let current = peer.descriptor.clone();
+            respond(Err(self.epoch_not_match(current, &request.command)));
             return;
         }
         peer.idle_ticks = 0;
@@ -216,6 +217,27 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
 use tessera_wire::ids::RangeId;
 
 /// The key a request is sampled by for load-based splitting.
+impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
+    /// `EpochNotMatch` for a request that `current` refused: with `current`, the descriptor
+    /// of the range on this store that now holds the request's key, when a split moved it.
+    /// The client then learns the new range at once; the placement driver may not know it
+    /// yet, and a route from there would be refused again.
+    pub(crate) fn epoch_not_match(
+        &self,
+        current: RangeDescriptor,
+        command: &KvCommand,
+    ) -> RpcError {
+        let holder = sample_key(command).filter(|key| !current.contains_key(key)).and_then(|key| {
+            self.peers
+                .values()
+                .find(|peer| peer.is_initialized() && peer.descriptor.contains_key(key))
+        });
+        let mut ranges = vec![current];
+        ranges.extend(holder.map(|peer| peer.descriptor.clone()));
+        RpcError::EpochNotMatch { ranges }
+    }
+}
+
 fn sample_key(command: &KvCommand) -> Option<&Bytes> {
     match command {
         KvCommand::RawGet(get) => Some(&get.key),
