@@ -55,8 +55,9 @@ pub struct Ready {
 }
 
 impl Ready {
-    /// Whether persisting this Ready needs an fsync: entries, a snapshot, or a new term or
-    /// vote. A Ready whose only durable change is the commit index is written without one.
+    /// Whether persisting this Ready needs an fsync: entries, a snapshot, a new term or
+    /// vote, or a membership change handed out for apply (see `hard_state_must_sync`). A
+    /// Ready whose only durable change is the commit index is written without one.
     #[must_use]
     pub fn must_sync(&self) -> bool {
         self.hard_state_must_sync || self.snapshot.is_some() || !self.entries.is_empty()

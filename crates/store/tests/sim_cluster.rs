@@ -61,6 +61,22 @@ fn call(
     slot.lock().unwrap().take().unwrap()
 }
 
+/// Sends `request` to `store` and takes the answer it gives at once (a refusal, which needs
+/// no round).
+fn answer_now(
+    cluster: &mut Cluster,
+    store: StoreId,
+    request: tessera_wire::kv::KvRequest,
+) -> Result<KvResponse, RpcError> {
+    let slot: Slot<Result<KvResponse, RpcError>> = Arc::default();
+    let answer = slot.clone();
+    cluster
+        .store(store)
+        .unwrap()
+        .on_kv_request(request, Box::new(move |r| *answer.lock().unwrap() = Some(r)));
+    slot.lock().unwrap().take().expect("answered at once")
+}
+
 fn put(cluster: &mut Cluster, k: &Bytes, v: &str) {
     let command =
         KvCommand::RawPut(RawPutRequest { key: k.clone(), value: Bytes::from(v.to_owned()) });
@@ -180,13 +196,8 @@ fn raw_kv_through_raft_on_three_stores() {
     // A follower refuses with the leader's address; an unknown range is named.
     let (leader, descriptor) = cluster.leader_of(b"k").unwrap();
     let follower = descriptor.replicas.iter().find(|r| r.store_id != leader).unwrap().store_id;
-    let slot: Slot<Result<KvResponse, RpcError>> = Arc::default();
-    let answer = slot.clone();
-    cluster.store(follower).unwrap().on_kv_request(
-        request(&descriptor, follower, KvCommand::RawPut(RawPutRequest::default())),
-        Box::new(move |r| *answer.lock().unwrap() = Some(r)),
-    );
-    match slot.lock().unwrap().take().unwrap() {
+    let put = KvCommand::RawPut(RawPutRequest::default());
+    match answer_now(&mut cluster, follower, request(&descriptor, follower, put)) {
         Err(RpcError::NotLeader { leader: Some(replica), .. }) => {
             assert_eq!(replica.store_id, leader);
         }
@@ -194,13 +205,9 @@ fn raw_kv_through_raft_on_three_stores() {
     }
     let mut unknown = descriptor.clone();
     unknown.id = RangeId(77);
-    let answer = slot.clone();
-    cluster.store(leader).unwrap().on_kv_request(
-        request(&unknown, leader, KvCommand::RawGet(RawGetRequest::default())),
-        Box::new(move |r| *answer.lock().unwrap() = Some(r)),
-    );
+    let get = KvCommand::RawGet(RawGetRequest::default());
     assert_eq!(
-        slot.lock().unwrap().take().unwrap(),
+        answer_now(&mut cluster, leader, request(&unknown, leader, get)),
         Err(RpcError::RangeNotFound { range: RangeId(77) })
     );
 }
@@ -229,13 +236,7 @@ fn split_moves_keys_and_stale_epochs_are_refused() {
         (before.clone(), KvCommand::RawGet(RawGetRequest { key: key(1) }), true),
         (current.clone(), KvCommand::RawGet(RawGetRequest { key: key(7) }), false),
     ] {
-        let slot: Slot<Result<KvResponse, RpcError>> = Arc::default();
-        let answer = slot.clone();
-        cluster.store(leader).unwrap().on_kv_request(
-            request(&descriptor, leader, command),
-            Box::new(move |r| *answer.lock().unwrap() = Some(r)),
-        );
-        match slot.lock().unwrap().take().unwrap() {
+        match answer_now(&mut cluster, leader, request(&descriptor, leader, command)) {
             Err(RpcError::EpochNotMatch { ranges }) if expect_epoch => {
                 assert_eq!(ranges[0], current);
             }
@@ -245,13 +246,8 @@ fn split_moves_keys_and_stale_epochs_are_refused() {
     }
     // A key the split moved, under the old epoch: the refusal names the range now holding
     // it too, so a client need not ask a placement driver that may not know the split yet.
-    let slot: Slot<Result<KvResponse, RpcError>> = Arc::default();
-    let answer = slot.clone();
-    cluster.store(leader).unwrap().on_kv_request(
-        request(&before, leader, KvCommand::RawGet(RawGetRequest { key: key(7) })),
-        Box::new(move |r| *answer.lock().unwrap() = Some(r)),
-    );
-    match slot.lock().unwrap().take().unwrap() {
+    let moved = KvCommand::RawGet(RawGetRequest { key: key(7) });
+    match answer_now(&mut cluster, leader, request(&before, leader, moved)) {
         Err(RpcError::EpochNotMatch { ranges }) => {
             assert_eq!(ranges.len(), 2, "{ranges:?}");
             assert_eq!(ranges[0], current);

@@ -216,12 +216,12 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
 
 use tessera_wire::ids::RangeId;
 
-/// The key a request is sampled by for load-based splitting.
 impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
     /// `EpochNotMatch` for a request that `current` refused: with `current`, the descriptor
     /// of the range on this store that now holds the request's key, when a split moved it.
     /// The client then learns the new range at once; the placement driver may not know it
-    /// yet, and a route from there would be refused again.
+    /// yet, and a route from there would be refused again. (A scan of the store's ranges:
+    /// only refusals pay for it.)
     pub(crate) fn epoch_not_match(
         &self,
         current: RangeDescriptor,
@@ -238,6 +238,7 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
     }
 }
 
+/// The key a request is sampled by for load-based splitting.
 fn sample_key(command: &KvCommand) -> Option<&Bytes> {
     match command {
         KvCommand::RawGet(get) => Some(&get.key),
