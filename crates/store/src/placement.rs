@@ -14,6 +14,7 @@ use bytes::Bytes;
 use tessera_wire::errors::RpcError;
 use tessera_wire::ids::{RangeId, StoreId};
 use tessera_wire::placement::{PlacementRequest, PlacementResponse};
+use tessera_wire::raft::ReplicaId;
 use tessera_wire::range::RangeEpoch;
 
 /// The store's line to the placement driver.
@@ -38,12 +39,24 @@ pub(crate) struct SplitAsked {
     pub(crate) key: Bytes,
 }
 
+/// A replica asking the placement driver whether it is still in its range.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StaleAsked {
+    pub(crate) range: RangeId,
+    pub(crate) replica: ReplicaId,
+    /// Store ticks when asked: an unanswered question is forgotten at the next one.
+    pub(crate) at: u64,
+}
+
 /// The store's side of the conversation.
 pub(crate) struct PlacementState {
     pub(crate) client: Box<dyn PlacementClient>,
     next_token: u64,
     /// Splits waiting for ids, by token.
     pub(crate) splits_asked: HashMap<u64, SplitAsked>,
+    /// Replicas that heard from no leader for long and asked the placement driver for
+    /// their range, by token (see `Store::check_stale_replicas`).
+    pub(crate) stale_asked: HashMap<u64, StaleAsked>,
     /// Requests made from answer callbacks (split reports), sent at the next tick.
     pub(crate) outbox: Arc<Mutex<Vec<PlacementRequest>>>,
     /// When each store was first seen down (store ticks), for down replicas' durations.
@@ -72,6 +85,7 @@ impl PlacementState {
             client,
             next_token: 1,
             splits_asked: HashMap::new(),
+            stale_asked: HashMap::new(),
             outbox: Arc::default(),
             down_since: HashMap::new(),
             last_range_heartbeat: now,

@@ -297,3 +297,52 @@ fn a_new_store_reports_at_once_and_a_caught_up_learner_is_reported_without_waiti
         "the caught-up learner was never reported"
     );
 }
+
+#[test]
+fn a_removed_replica_cut_off_from_every_voter_asks_the_placement_driver() {
+    // No tombstone messages, and store 4 stays cut off from the range's voters for good:
+    // only the placement driver can tell its replica that it was removed.
+    let config = StoreConfig { tombstone_sends: 0, stale_replica_ticks: 40, ..config() };
+    let run = |with_placement: bool| {
+        let mut cluster = Cluster::with_spares(3, 1, 5, config.clone());
+        let fake = FakePlacement::new();
+        if with_placement {
+            connect(&mut cluster, &fake);
+        }
+        put(&mut cluster, &key(1));
+        let (leader, descriptor) = cluster.leader_of(&key(1)).unwrap();
+        cluster.store(leader).unwrap().change_replicas(
+            descriptor.id,
+            descriptor.epoch,
+            &[tessera_wire::rpc::ReplicaChange::AddLearner {
+                id: ReplicaId(40),
+                store_id: StoreId(4),
+            }],
+            Box::new(|_| {}),
+        );
+        assert!(cluster.run_until(2_000, |c| {
+            c.replica_data().iter().any(|(_, store, data)| *store == StoreId(4) && data.len() == 1)
+        }));
+        cluster.isolated.insert(StoreId(4));
+        cluster.down.lock().unwrap().insert(StoreId(4));
+        let removed: Arc<Mutex<Option<bool>>> = Arc::default();
+        let answer = removed.clone();
+        let (leader, descriptor) = cluster.leader_of(&key(1)).unwrap();
+        cluster.store(leader).unwrap().change_replicas(
+            descriptor.id,
+            descriptor.epoch,
+            &[tessera_wire::rpc::ReplicaChange::Remove { id: ReplicaId(40) }],
+            Box::new(move |result| *answer.lock().unwrap() = Some(result.is_ok())),
+        );
+        assert!(cluster.run_until(2_000, |_| removed.lock().unwrap().is_some()));
+        assert_eq!(*removed.lock().unwrap(), Some(true));
+        let gone =
+            cluster.run_until(2_000, |c| c.store(StoreId(4)).unwrap().peer(RangeId(1)).is_none());
+        (gone, cluster)
+    };
+    let (gone, _) = run(false);
+    assert!(!gone, "without the placement driver nothing could have told the replica");
+    let (gone, cluster) = run(true);
+    assert!(gone, "the removed replica is still there");
+    assert!(cluster.replica_data().iter().all(|(_, store, _)| *store != StoreId(4)));
+}

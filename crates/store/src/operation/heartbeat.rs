@@ -278,6 +278,16 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
         token: u64,
         answer: Result<PlacementResponse, RpcError>,
     ) {
+        if let Some(stale) = state.stale_asked.remove(&token) {
+            match answer {
+                Ok(PlacementResponse::GetRangeById { route }) => {
+                    self.on_stale_answer(stale, &route.descriptor);
+                }
+                Ok(_) => {}
+                Err(error) => tracing::debug!(range = %stale.range, %error, "range lookup failed"),
+            }
+            return;
+        }
         let asked = state.splits_asked.remove(&token);
         match (answer, asked) {
             (Ok(PlacementResponse::AskSplit { splits }), Some(asked)) => {

@@ -9,6 +9,7 @@ use tessera_engine::{Cf, KvBatch, KvEngine, RaftLogBatch, RaftLogEngine, keys};
 use tessera_raft::{ConfState, HardState, LogIndex, RawNode, ReplicaId, Term};
 use tessera_wire::errors::RpcError;
 use tessera_wire::ids::RangeId;
+use tessera_wire::placement::PlacementRequest;
 use tessera_wire::raft::{Message, MessageKind};
 use tessera_wire::range::{RangeDescriptor, Replica, ReplicaRole};
 use tessera_wire::transport::RaftEnvelope;
@@ -18,6 +19,7 @@ use crate::env::Network;
 use crate::error::{Result, StoreError};
 use crate::fsm::{Store, StoreStats};
 use crate::peer::{Peer, WriteLoad};
+use crate::placement::StaleAsked;
 use crate::state::{
     INITIAL_INDEX, INITIAL_TERM, RangeLocalState, ReplicaState, conf_state_of, initial_apply_state,
 };
@@ -522,13 +524,16 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
     }
 
     /// Replicas that have heard from no leader for `stale_replica_ticks` ask the others
-    /// whether they were removed (a removed replica may never learn it otherwise).
+    /// whether they were removed (a removed replica may never learn it otherwise) — the
+    /// voters their descriptor lists and, when the store has one, the placement driver,
+    /// which knows the range even after every voter the descriptor names has left it.
     pub(crate) fn check_stale_replicas(&mut self) {
         let stale_after = u64::from(self.config.stale_replica_ticks);
         if stale_after == 0 {
             return;
         }
         let now = self.ticks;
+        let mut asking = Vec::new();
         for peer in self.peers.values_mut() {
             // A quiesced replica is silent by agreement with its leader (and wakes when that
             // leader's store goes down); it does not ask.
@@ -556,7 +561,39 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
                     message: query,
                 });
             }
+            asking.push((peer.descriptor.id, peer.replica_id));
             metrics::counter!("tessera_store_stale_replica_checks_total").increment(1);
+        }
+        if let Some(state) = self.placement.as_mut() {
+            // A question not answered by the next check is forgotten (the client may drop
+            // requests; the replica asks again).
+            state.stale_asked.retain(|_, asked| now - asked.at < stale_after);
+            for (range, replica) in asking {
+                let token = state.send(PlacementRequest::GetRangeById { range });
+                state.stale_asked.insert(token, StaleAsked { range, replica, at: now });
+            }
+        }
+    }
+
+    /// The placement driver's answer to a stale replica's question: the replica goes when
+    /// the range's membership there is newer than the replica's and no longer lists it
+    /// (replica ids are never reused, so it was removed in between — the rule a live
+    /// replica applies in `answer_stale_query`).
+    pub(crate) fn on_stale_answer(&mut self, asked: StaleAsked, current: &RangeDescriptor) {
+        let Some(peer) = self.peers.get(&asked.range) else { return };
+        if peer.replica_id != asked.replica
+            || !peer.is_initialized()
+            || current.id != asked.range
+            || current.replica(asked.replica).is_some()
+            || current.epoch.conf_ver <= peer.descriptor.epoch.conf_ver
+        {
+            return;
+        }
+        let mut tombstone = peer.descriptor.clone();
+        tombstone.epoch.conf_ver = current.epoch.conf_ver;
+        tracing::info!(range = %asked.range, replica = %asked.replica, "the placement driver no longer lists this replica: removed");
+        if let Err(error) = self.destroy_peer(tombstone) {
+            tracing::error!(range = %asked.range, %error, "cannot remove a replica");
         }
     }
 

@@ -7,8 +7,11 @@ use std::sync::{Arc, Mutex};
 use tessera_store::PlacementClient;
 use tessera_wire::errors::RpcError;
 use tessera_wire::ids::RangeId;
-use tessera_wire::placement::{PlacementRequest, PlacementResponse, ScheduleCommand, SplitIds};
+use tessera_wire::placement::{
+    PlacementRequest, PlacementResponse, RangeRoute, ScheduleCommand, SplitIds,
+};
 use tessera_wire::raft::ReplicaId;
+use tessera_wire::range::RangeDescriptor;
 
 #[derive(Default)]
 pub struct FakeState {
@@ -17,6 +20,20 @@ pub struct FakeState {
     /// Commands to hand the next heartbeat of each range (once).
     pub commands: HashMap<RangeId, ScheduleCommand>,
     pub next_id: u64,
+    /// The newest descriptor of each range, from range heartbeats and split reports.
+    pub ranges: HashMap<RangeId, RangeDescriptor>,
+}
+
+impl FakeState {
+    fn learn(&mut self, descriptor: &RangeDescriptor) {
+        let newer = self.ranges.get(&descriptor.id).is_none_or(|known| {
+            (known.epoch.version, known.epoch.conf_ver)
+                < (descriptor.epoch.version, descriptor.epoch.conf_ver)
+        });
+        if newer {
+            self.ranges.insert(descriptor.id, descriptor.clone());
+        }
+    }
 }
 
 /// The shared fake; each store gets a [`FakeClient`] on it.
@@ -57,6 +74,7 @@ impl PlacementClient for FakeClient {
         let answer = match request {
             PlacementRequest::StoreHeartbeat { .. } => PlacementResponse::StoreHeartbeat,
             PlacementRequest::RangeHeartbeat(heartbeat) => {
+                state.learn(&heartbeat.descriptor);
                 let range = heartbeat.descriptor.id;
                 PlacementResponse::RangeHeartbeat {
                     range,
@@ -81,7 +99,21 @@ impl PlacementClient for FakeClient {
                 }
                 PlacementResponse::AskSplit { splits }
             }
-            PlacementRequest::ReportSplit { .. } => PlacementResponse::ReportSplit,
+            PlacementRequest::ReportSplit { ranges } => {
+                for descriptor in &ranges {
+                    state.learn(descriptor);
+                }
+                PlacementResponse::ReportSplit
+            }
+            PlacementRequest::GetRangeById { range } => match state.ranges.get(&range) {
+                Some(descriptor) => PlacementResponse::GetRangeById {
+                    route: RangeRoute { descriptor: descriptor.clone(), leader: None },
+                },
+                None => {
+                    self.answers.push((token, Err(RpcError::RangeNotFound { range })));
+                    return;
+                }
+            },
             other => panic!("the fake does not serve {other:?}"),
         };
         self.answers.push((token, Ok(answer)));
