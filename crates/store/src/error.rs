@@ -42,6 +42,9 @@ pub enum StoreError {
         /// The store found on disk.
         found_store: u64,
     },
+    /// The apply worker failed to write a round (its engine error), or stopped.
+    #[error("apply worker: {0}")]
+    ApplyWorker(String),
     /// Something this version of the store cannot do yet reached it.
     #[error("unsupported: {0}")]
     Unsupported(String),

@@ -75,7 +75,7 @@ fn key(n: u64) -> Bytes {
     Bytes::from(format!("k{n:03}"))
 }
 
-fn ranges(cluster: &Cluster) -> usize {
+fn ranges(cluster: &mut Cluster) -> usize {
     let mut ids: Vec<RangeId> =
         cluster.replica_data().into_iter().map(|(range, _, _)| range).collect();
     ids.sort();
@@ -201,7 +201,7 @@ fn a_hot_range_splits_by_load() {
             slots.push(send(&mut cluster, &k, KvCommand::RawGet(RawGetRequest { key: k.clone() })));
         }
         cluster.run_until(200, |_| slots.iter().all(|s| s.lock().unwrap().is_some()));
-        if ranges(&cluster) >= 2 {
+        if ranges(&mut cluster) >= 2 {
             split = true;
             break;
         }
@@ -342,7 +342,7 @@ fn a_removed_replica_cut_off_from_every_voter_asks_the_placement_driver() {
     };
     let (gone, _) = run(false);
     assert!(!gone, "without the placement driver nothing could have told the replica");
-    let (gone, cluster) = run(true);
+    let (gone, mut cluster) = run(true);
     assert!(gone, "the removed replica is still there");
     assert!(cluster.replica_data().iter().all(|(_, store, _)| *store != StoreId(4)));
 }

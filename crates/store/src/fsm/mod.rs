@@ -6,6 +6,7 @@
 //! (`on_*`, [`Store::tick`], [`Store::poll`]); [`system`] runs it on a thread behind a
 //! bounded crossbeam mailbox for the product.
 
+pub mod apply_worker;
 pub mod system;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -89,6 +90,9 @@ pub struct Store<R: RaftLogEngine, K: KvEngine, N: Network> {
     /// Ranges whose leader owes placement a heartbeat now (split, membership or leader
     /// change).
     pub(crate) heartbeat_due: BTreeSet<RangeId>,
+    /// Writes the rounds' KV batches, answers proposers and serves reads behind the
+    /// rounds (see [`apply_worker`]).
+    pub(crate) applier: apply_worker::Applier<K>,
 }
 
 impl<R: RaftLogEngine, K: KvEngine, N: Network> std::fmt::Debug for Store<R, K, N> {
@@ -139,10 +143,61 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
         &mut self.net
     }
 
-    /// The KV engine.
+    /// The KV engine. What the apply worker still holds is not in it yet: call
+    /// [`settle_applies`](Self::settle_applies) first to see every applied write.
     #[must_use]
     pub fn kv(&self) -> &K {
         &self.kv
+    }
+
+    /// Chooses where apply work runs (see [`apply_worker::ApplyMode`]); a new store
+    /// applies inline.
+    ///
+    /// # Errors
+    /// Outstanding work failed, or the apply thread could not start.
+    pub fn set_apply_mode(&mut self, mode: apply_worker::ApplyMode) -> Result<()> {
+        self.applier.set_mode(&self.kv, self.ident.store_id.0, mode)?;
+        self.count_read_loads();
+        Ok(())
+    }
+
+    /// In [`ApplyMode::Thread`](apply_worker::ApplyMode::Thread), `backlog` says whether
+    /// work waits for this store (its mailbox): a round's job goes to the apply thread only
+    /// then, or while that thread still holds jobs.
+    pub fn set_apply_backlog(&mut self, backlog: Box<dyn Fn() -> bool + Send>) {
+        self.applier.set_backlog(backlog);
+    }
+
+    /// Waits until every write, answer and read handed to the apply worker is done.
+    ///
+    /// # Errors
+    /// The apply worker failed to write (the store must stop).
+    pub fn settle_applies(&mut self) -> Result<()> {
+        self.applier.settle(&self.kv)?;
+        self.count_read_loads();
+        Ok(())
+    }
+
+    /// Runs up to `count` jobs the apply worker holds in [`ApplyMode::Deferred`]
+    /// (the simulator's apply worker).
+    ///
+    /// [`ApplyMode::Deferred`]: apply_worker::ApplyMode::Deferred
+    ///
+    /// # Errors
+    /// The write failed (the store must stop).
+    pub fn run_deferred_applies(&mut self, count: usize) -> Result<()> {
+        self.applier.run_deferred(&self.kv, count)?;
+        self.count_read_loads();
+        Ok(())
+    }
+
+    /// Adds the read loads the apply worker reported to their ranges.
+    fn count_read_loads(&mut self) {
+        for (range, keys, bytes) in self.applier.take_loads() {
+            if let Some(peer) = self.peers.get_mut(&range) {
+                peer.count_read(keys, bytes);
+            }
+        }
     }
 
     /// Steps a message from another store into its range.
@@ -275,6 +330,8 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
     /// An engine failure: the store must stop and restart from disk.
     pub fn poll(&mut self) -> Result<bool> {
         self.polls += 1;
+        self.applier.collect()?;
+        self.count_read_loads();
         if std::mem::take(&mut self.gc_due) {
             self.log_gc()?;
         }
@@ -301,6 +358,7 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
             }
         }
         if persisted.is_empty() {
+            self.applier.submit(&self.kv)?;
             self.net.flush();
             self.remove_received_snapshots();
             return Ok(false);
@@ -336,16 +394,15 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
                 self.apply_entries(done.range, &committed, &mut apply)?;
             }
         }
-        let apply_started = std::time::Instant::now();
-        apply.finish(&self.kv)?;
-        metrics::histogram!("tessera_store_apply_write_seconds")
-            .record(apply_started.elapsed().as_secs_f64());
         self.after_apply(apply)?;
         for done in persisted {
             self.on_read_states(done.range, done.reads);
             self.dirty.insert(done.range);
         }
         self.serve_reads();
+        // The round's writes, answers and reads go to the apply worker; the next round's
+        // fsync overlaps them.
+        self.applier.submit(&self.kv)?;
         self.net.flush();
         self.remove_received_snapshots();
         Ok(true)

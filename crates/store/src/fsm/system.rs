@@ -1,7 +1,9 @@
-//! The store on a thread: a bounded crossbeam mailbox in front of one [`Store`], ticked by
-//! the wall clock. Each loop takes everything waiting (up to a bound), ticks when a tick is
-//! due, and runs rounds until no range has a Ready — so requests that arrive together share
-//! one fsync.
+//! The store on threads: a bounded crossbeam mailbox in front of one [`Store`] — the raft
+//! worker — ticked by the wall clock, and its apply worker
+//! ([`apply_worker`](crate::fsm::apply_worker)). Each loop takes everything waiting (up to
+//! a bound), ticks when a tick is due, and runs rounds until no range has a Ready — so
+//! requests that arrive together share one fsync — while the apply worker writes and
+//! answers the rounds before.
 
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -15,6 +17,7 @@ use tessera_wire::transport::RaftEnvelope;
 
 use crate::env::Network;
 use crate::fsm::Store;
+use crate::fsm::apply_worker::ApplyMode;
 use crate::operation::inspect::StoreInspection;
 use crate::peer::KvResponder;
 use tessera_wire::rpc::{StoreAdminRequest, StoreAdminResponse};
@@ -150,13 +153,16 @@ impl StoreSystem {
     ///
     /// # Errors
     /// The thread could not be spawned.
-    pub fn start<R, K, N>(store: Store<R, K, N>, capacity: usize) -> std::io::Result<Self>
+    pub fn start<R, K, N>(mut store: Store<R, K, N>, capacity: usize) -> std::io::Result<Self>
     where
         R: RaftLogEngine,
         K: KvEngine,
         N: Network + Send + 'static,
     {
+        store.set_apply_mode(ApplyMode::Thread).map_err(std::io::Error::other)?;
         let (sender, receiver) = bounded(capacity);
+        let backlog = receiver.clone();
+        store.set_apply_backlog(Box::new(move || !backlog.is_empty()));
         let name = format!("store-{}", store.store_id());
         let thread = std::thread::Builder::new().name(name).spawn(move || run(store, &receiver))?;
         Ok(Self { handle: StoreHandle { mailbox: sender }, thread: Some(thread) })
@@ -228,10 +234,28 @@ fn run<R: RaftLogEngine, K: KvEngine, N: Network>(
             // The engines are poisoned or corrupt: stop serving; a restart recovers from
             // what is durable.
             tracing::error!(store = %store.store_id(), %error, "store stopped");
+            refuse_waiting(mailbox);
             return;
         }
         if stop {
             return;
+        }
+    }
+}
+
+/// Answers what waits in the mailbox of a store that stopped on a failure: a crossbeam
+/// channel keeps its messages until every handle is gone, so they would otherwise wait
+/// for their callers' timeouts.
+fn refuse_waiting(mailbox: &Receiver<StoreMsg>) {
+    let stopped = || RpcError::Internal { message: "store stopped".to_owned() };
+    for message in mailbox.try_iter() {
+        match message {
+            StoreMsg::Kv(_, respond) => respond(Err(stopped())),
+            StoreMsg::Admin(_, respond) => respond(Err(stopped())),
+            StoreMsg::Raft(_)
+            | StoreMsg::Inspect(_)
+            | StoreMsg::TransferLeadersAway(_)
+            | StoreMsg::Stop => {}
         }
     }
 }

@@ -103,13 +103,25 @@ impl<B: KvBatch> ApplyContext<B> {
     pub(crate) fn batch_mut(&mut self) -> &mut B {
         &mut self.batch
     }
+}
 
-    /// Writes the batch (not synced: the log is, and replays on recovery).
-    pub(crate) fn finish<K: KvEngine<Batch = B>>(&mut self, kv: &K) -> Result<()> {
-        if !self.batch.is_empty() {
-            kv.write(&mut self.batch, false)?;
+/// Answers one proposer (on the apply worker, once the batch holding its entry is written).
+pub(crate) fn answer(Answer { proposal, applied }: Answer) {
+    metrics::histogram!("tessera_store_propose_to_apply_seconds")
+        .record(proposal.proposed_at.elapsed().as_secs_f64());
+    match (proposal.respond, applied) {
+        (Responder::Kv(respond), Applied::Kv(result)) => {
+            respond(result.and_then(|response| {
+                response.or(proposal.ok).ok_or_else(|| RpcError::Internal {
+                    message: "write applied without a response".to_owned(),
+                })
+            }));
         }
-        Ok(())
+        (Responder::Split(respond), Applied::Split(result)) => respond(result),
+        (Responder::ChangeReplicas(respond), Applied::Change(result)) => respond(result),
+        (respond, _) => respond.fail(RpcError::Internal {
+            message: "proposal answered by an entry of another kind".to_owned(),
+        }),
     }
 }
 
@@ -172,6 +184,11 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
         command: Command,
         apply: &mut ApplyContext<K::Batch>,
     ) -> Result<Applied> {
+        if matches!(command, Command::CompareAndSwap { .. }) {
+            // Its read must see every earlier round's writes, which the apply worker may
+            // still hold (this round's are in the overlay).
+            self.settle_applies()?;
+        }
         let peer = self.peers.get_mut(&range).expect("applying ranges exist");
         let descriptor = &peer.descriptor;
         if let Command::CompactLog { index, .. } = command {
@@ -237,34 +254,32 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
         }
     }
 
-    /// After the round's KV batch is written: answers proposers, starts split-off ranges and
-    /// tells the Raft core how far each range applied.
+    /// After the round's entries are applied logically: hands the KV batch and the answers
+    /// to the apply worker, tells the Raft core how far each range applied, and starts
+    /// split-off ranges and destroys removed replicas (once the batch is in the engine:
+    /// both read or rewrite what it holds).
     pub(crate) fn after_apply(&mut self, apply: ApplyContext<K::Batch>) -> Result<()> {
-        for Answer { proposal, applied } in apply.answers {
-            metrics::histogram!("tessera_store_propose_to_apply_seconds")
-                .record(proposal.proposed_at.elapsed().as_secs_f64());
-            match (proposal.respond, applied) {
-                (Responder::Kv(respond), Applied::Kv(result)) => {
-                    respond(result.and_then(|response| {
-                        response.or(proposal.ok).ok_or_else(|| RpcError::Internal {
-                            message: "write applied without a response".to_owned(),
-                        })
-                    }));
-                }
-                (Responder::Split(respond), Applied::Split(result)) => respond(result),
-                (Responder::ChangeReplicas(respond), Applied::Change(result)) => respond(result),
-                (respond, _) => respond.fail(RpcError::Internal {
-                    message: "proposal answered by an entry of another kind".to_owned(),
-                }),
-            }
+        let ApplyContext { batch, answers, new_ranges, applied_to, destroyed, .. } = apply;
+        if self.applier.staged().batch.is_some() {
+            // One batch per job: an earlier one goes out first.
+            self.applier.submit(&self.kv)?;
         }
-        for (range, index) in apply.applied_to {
+        let job = self.applier.staged();
+        if !batch.is_empty() {
+            job.batch = Some(batch);
+        }
+        job.answers.extend(answers);
+        for (range, index) in applied_to {
             if let Some(peer) = self.peers.get_mut(&range) {
                 peer.raw.advance_apply_to(index);
                 self.dirty.insert(range);
             }
         }
-        for new in apply.new_ranges {
+        if new_ranges.is_empty() && destroyed.is_empty() {
+            return Ok(());
+        }
+        self.settle_applies()?;
+        for new in new_ranges {
             let range = new.descriptor.id;
             self.replace_uninitialized(range)?;
             self.start_peer(new.descriptor)?;
@@ -273,7 +288,7 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
                 self.campaign(range);
             }
         }
-        for tombstone in apply.destroyed {
+        for tombstone in destroyed {
             self.destroy_peer(tombstone)?;
         }
         Ok(())

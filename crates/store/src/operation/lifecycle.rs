@@ -107,6 +107,7 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
         ident: StoreIdent,
     ) -> Result<Self> {
         config.validate()?;
+        let config_scan_bytes_max = config.scan_bytes_max;
         let Some(stored) = kv.get(Cf::Meta, keys::STORE_IDENT_KEY)? else {
             return Err(StoreError::Bootstrap("the store is not bootstrapped".to_owned()));
         };
@@ -138,6 +139,7 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
             gc_due: false,
             early: Vec::new(),
             stats: StoreStats::default(),
+            applier: crate::fsm::apply_worker::Applier::new(config_scan_bytes_max),
         };
         store.clean_snapshot_dir();
         let mut ranges = Vec::new();
@@ -405,6 +407,11 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
     /// Engine failures.
     pub(crate) fn destroy_peer(&mut self, tombstone: RangeDescriptor) -> Result<()> {
         let range = tombstone.id;
+        if !self.peers.contains_key(&range) {
+            return Ok(());
+        }
+        // The range's data is deleted: no write the apply worker holds may land after.
+        self.settle_applies()?;
         let Some(mut peer) = self.peers.remove(&range) else { return Ok(()) };
         self.dirty.remove(&range);
         let gone = RpcError::RangeNotFound { range };

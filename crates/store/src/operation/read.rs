@@ -14,6 +14,7 @@ use tessera_wire::range::RangeDescriptor;
 use crate::env::Network;
 use crate::error::StoreError;
 use crate::fsm::Store;
+use crate::fsm::apply_worker::ReadJob;
 use crate::operation::write::{check_keys, check_span};
 use crate::peer::{KvResponder, PendingRead};
 
@@ -74,8 +75,10 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
         }
     }
 
-    /// Serves every read whose index has been applied.
+    /// Serves every read whose index has been applied: at once when the apply worker holds
+    /// no write, else behind the writes it holds (which the read must see).
     pub(crate) fn serve_reads(&mut self) {
+        let inline = self.applier.is_idle();
         for peer in self.peers.values_mut() {
             if peer.reads.is_empty() {
                 continue;
@@ -85,21 +88,30 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
             for read in std::mem::take(&mut peer.reads) {
                 match read.index {
                     Some(index) if index <= applied => {
-                        let result = if read.epoch_version != peer.descriptor.epoch.version {
-                            Err(RpcError::EpochNotMatch { ranges: vec![peer.descriptor.clone()] })
-                        } else {
-                            execute_read(
+                        if read.epoch_version != peer.descriptor.epoch.version {
+                            (read.respond)(Err(RpcError::EpochNotMatch {
+                                ranges: vec![peer.descriptor.clone()],
+                            }));
+                        } else if inline {
+                            let result = execute_read(
                                 &self.kv,
                                 &peer.descriptor,
                                 read.command,
                                 self.config.scan_bytes_max,
-                            )
-                        };
-                        if let Ok(response) = &result {
-                            let (keys, bytes) = read_load(response);
-                            peer.count_read(keys, bytes);
+                            );
+                            if let Ok(response) = &result {
+                                let (keys, bytes) = read_load(response);
+                                peer.count_read(keys, bytes);
+                            }
+                            (read.respond)(result);
+                        } else {
+                            self.applier.staged().reads.push(ReadJob {
+                                range: peer.range(),
+                                descriptor: peer.descriptor.clone(),
+                                command: read.command,
+                                respond: read.respond,
+                            });
                         }
-                        (read.respond)(result);
                     }
                     _ => waiting.push_back(read),
                 }
@@ -110,7 +122,7 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
 }
 
 /// Keys and bytes a read returned, for the range's traffic counters.
-fn read_load(response: &tessera_wire::kv::KvResponse) -> (u64, u64) {
+pub(crate) fn read_load(response: &tessera_wire::kv::KvResponse) -> (u64, u64) {
     use tessera_wire::kv::KvResponse;
     match response {
         KvResponse::RawGet { value } => (1, value.as_ref().map_or(0, |v| v.len() as u64)),
@@ -127,7 +139,7 @@ fn internal(error: &StoreError) -> RpcError {
 }
 
 /// Runs a read on the engine, against the range as applied.
-fn execute_read<K: KvRead>(
+pub(crate) fn execute_read<K: KvRead>(
     kv: &K,
     descriptor: &RangeDescriptor,
     command: KvCommand,

@@ -79,6 +79,12 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
         if tessera_raft::Storage::snapshot(peer.raw.store(), tessera_raft::LogIndex(0)).is_ok() {
             return;
         }
+        // The snapshot holds the range as applied: the apply worker's writes first.
+        if let Err(error) = self.settle_applies() {
+            tracing::error!(%range, %error, "snapshot not built");
+            return;
+        }
+        let Some(peer) = self.peers.get_mut(&range) else { return };
         let applied = peer.applied;
         let dir = self.config.snapshot_dir.join(format!(
             "gen-{}-{}-{}-{}",
@@ -190,6 +196,8 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
         snapshot: &Snapshot,
         batch: &mut R::Batch,
     ) -> Result<()> {
+        // The span is cleared and loaded: no write the apply worker holds may land after.
+        self.settle_applies()?;
         let started = std::time::Instant::now();
         let corrupt =
             |reason: String| StoreError::corruption(format!("snapshot of range {range}"), reason);
@@ -310,6 +318,7 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
     /// invalid files): the record and files go, and the replica restarts from disk — as
     /// it was before the snapshot's Ready, which is dropped unpersisted.
     pub(crate) fn abandon_snapshot_install(&mut self, range: RangeId) -> Result<()> {
+        self.settle_applies()?;
         let mut kv_batch = self.kv.batch();
         kv_batch.delete(Cf::Meta, &keys::snapshot_applying_key(range));
         self.kv.write(&mut kv_batch, true)?;

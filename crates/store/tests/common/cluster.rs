@@ -10,7 +10,7 @@ use tessera_engine::mem::{MemKvEngine, MemRaftLogEngine};
 use tessera_engine::{Cf, Direction, KvRead, keys};
 use tessera_raft::{ReplicaId, SplitMix64};
 use tessera_store::snapshot::SnapshotData;
-use tessera_store::{Network, Store, StoreConfig, bootstrap, bootstrap_store};
+use tessera_store::{ApplyMode, Network, Store, StoreConfig, bootstrap, bootstrap_store};
 use tessera_wire::ids::{RangeId, StoreId};
 use tessera_wire::raft::MessageKind;
 use tessera_wire::range::{RangeDescriptor, RangeEpoch, Replica, ReplicaRole};
@@ -65,6 +65,9 @@ pub struct Cluster {
     /// Deliver snapshots whose manifests miscount their keys (checksums intact), which
     /// only the engine's ingest notices.
     pub damage_snapshots: bool,
+    /// Stores hand their apply work to a deferred apply worker, which runs a random
+    /// number of jobs (0, 1 or 3, mostly 0) per step — as a real apply thread lags its raft thread.
+    pub deferred_apply: bool,
 }
 
 pub const CLUSTER_ID: u64 = 42;
@@ -132,6 +135,7 @@ impl Cluster {
             next_id: 100,
             snapshots: tempfile::tempdir().unwrap(),
             damage_snapshots: false,
+            deferred_apply: false,
         };
         for index in 0..cluster.nodes.len() {
             cluster.start(index);
@@ -147,7 +151,11 @@ impl Cluster {
             snapshot_dir: self.snapshots.path().join(format!("store-{}", node.id)),
             ..self.config.clone()
         };
-        let store = Store::open(config, node.raft.clone(), node.kv.clone(), net, ident).unwrap();
+        let mut store =
+            Store::open(config, node.raft.clone(), node.kv.clone(), net, ident).unwrap();
+        if self.deferred_apply {
+            store.set_apply_mode(ApplyMode::Deferred).unwrap();
+        }
         node.store = Some(store);
         self.down.lock().unwrap().remove(&node.id);
     }
@@ -218,6 +226,15 @@ impl Cluster {
                 store.tick();
             }
             store.poll_until_idle(8).unwrap();
+            if self.deferred_apply {
+                // Mostly lagging by a few rounds, now and then far behind.
+                let jobs = match self.rng.range(0, 10) {
+                    0..=5 => 0,
+                    6..=8 => 1,
+                    _ => 3,
+                };
+                store.run_deferred_applies(jobs).unwrap();
+            }
             let outbox = std::mem::take(&mut store.network_mut().outbox);
             for envelope in outbox {
                 let lost = !self.reachable(envelope.from_store, envelope.to_store)
@@ -293,11 +310,25 @@ impl Cluster {
         None
     }
 
-    /// Every (range, applied index, data) of every live store, for convergence checks.
-    pub fn replica_data(&self) -> Vec<(RangeId, StoreId, Pairs)> {
+    /// Lets every store's apply worker run what it holds from now on (or go back to
+    /// applying inline), restarts included.
+    pub fn set_deferred_apply(&mut self, on: bool) {
+        self.deferred_apply = on;
+        let mode = if on { ApplyMode::Deferred } else { ApplyMode::Inline };
+        for node in &mut self.nodes {
+            if let Some(store) = node.store.as_mut() {
+                store.set_apply_mode(mode).unwrap();
+            }
+        }
+    }
+
+    /// Every (range, data) of every live store, for convergence checks (after each
+    /// store's apply worker has written what it holds).
+    pub fn replica_data(&mut self) -> Vec<(RangeId, StoreId, Pairs)> {
         let mut out = Vec::new();
-        for node in &self.nodes {
-            let Some(store) = &node.store else { continue };
+        for node in &mut self.nodes {
+            let Some(store) = node.store.as_mut() else { continue };
+            store.settle_applies().unwrap();
             for peer in store.peers().filter(|peer| peer.is_initialized()) {
                 let descriptor = peer.descriptor();
                 let span = keys::data_span(&descriptor.start_key, &descriptor.end_key);
