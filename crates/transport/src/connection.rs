@@ -27,8 +27,8 @@
 //!
 //! - Unidirectional streams carry Raft frames (`RaftBatch`, `HeartbeatBatch`,
 //!   `HeartbeatResponseBatch`); each side opens one per connection and keeps it.
-//! - Bidirectional streams after the control stream are RPCs (first frame `RpcRequest`) or
-//!   snapshots (first frame `SnapshotChunk`).
+//! - Bidirectional streams after the control stream are RPC lanes (`RpcRequest` frames,
+//!   answered on the same stream by id) or snapshots (first frame `SnapshotChunk`).
 //!
 //! Every stream is read through a [`FrameDecoder`] bounded by `frame_bytes_max`. A bad
 //! frame stops that stream with [`STREAM_BAD_FRAME`], is logged and counted; the connection
@@ -85,6 +85,8 @@ pub(crate) struct Link {
     pub(crate) established: Instant,
     /// The negotiated frame version (only version 1 exists so far; encoders write it).
     pub(crate) version: u8,
+    /// The RPC lanes this side opened on it.
+    pub(crate) lanes: rpc::Lanes,
 }
 
 impl Link {
@@ -191,8 +193,14 @@ pub(crate) async fn dial(
             return Err(unreachable(reason));
         }
     };
-    let link =
-        Arc::new(Link { conn, node, dialer: inner.local, established: Instant::now(), version });
+    let link = Arc::new(Link {
+        conn,
+        node,
+        dialer: inner.local,
+        established: Instant::now(),
+        version,
+        lanes: rpc::Lanes::default(),
+    });
     if install(inner, peer, &link) {
         Ok(link)
     } else {
@@ -241,7 +249,14 @@ pub(crate) async fn accept(inner: Arc<Inner>, incoming: quinn::Incoming) {
         conn.close(CLOSE_SHUTDOWN, b"shutting down");
         return;
     };
-    let link = Arc::new(Link { conn, node, dialer: node, established: Instant::now(), version });
+    let link = Arc::new(Link {
+        conn,
+        node,
+        dialer: node,
+        established: Instant::now(),
+        version,
+        lanes: rpc::Lanes::default(),
+    });
     install(&inner, &peer, &link);
 }
 

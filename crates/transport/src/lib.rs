@@ -29,7 +29,9 @@
 //!   one go on the connection's one long-lived unidirectional stream (order per destination
 //!   is kept). [`Transport::tick`] seals coalesced heartbeats. A full queue drops the
 //!   message (`Dropped::QueueFull`; Raft retries).
-//! - RPC: [`Transport::rpc`] opens one bidirectional stream per call; the deadline is
+//! - RPC: [`Transport::rpc`] queues the call on one of a few long-lived bidirectional
+//!   streams per connection (lanes), whose writer batches the requests that queued up; the
+//!   deadline is
 //!   enforced by the caller and sent to the server, which answers `RpcError::Timeout` when it
 //!   expires. Both sides are bounded (`rpc_inflight_max` per destination,
 //!   `rpc_serve_inflight_max` served) and answer `RpcError::ServerBusy` when full.

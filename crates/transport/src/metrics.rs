@@ -118,6 +118,8 @@ pub struct TransportStats {
     pub bad_frames: u64,
     /// RPCs answered `ServerBusy`, by either bound.
     pub rpc_busy: u64,
+    /// RPC lanes (long-lived RPC streams) this node opened.
+    pub rpc_lanes_opened: u64,
 }
 
 impl TransportStats {
@@ -166,6 +168,7 @@ pub(crate) struct Stats {
     reconnects: AtomicU64,
     bad_frames: AtomicU64,
     rpc_busy: AtomicU64,
+    rpc_lanes_opened: AtomicU64,
 }
 
 impl Stats {
@@ -177,6 +180,7 @@ impl Stats {
             reconnects: self.reconnects.load(Ordering::Relaxed),
             bad_frames: self.bad_frames.load(Ordering::Relaxed),
             rpc_busy: self.rpc_busy.load(Ordering::Relaxed),
+            rpc_lanes_opened: self.rpc_lanes_opened.load(Ordering::Relaxed),
         }
     }
 
@@ -184,6 +188,11 @@ impl Stats {
     pub(crate) fn bad_frame_unattributed(&self) {
         self.bad_frames.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("tessera_transport_bad_frames_total", "source" => "unknown").increment(1);
+    }
+
+    pub(crate) fn rpc_lane_opened(&self) {
+        self.rpc_lanes_opened.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("tessera_transport_rpc_lanes_opened_total").increment(1);
     }
 
     pub(crate) fn rpc_busy(&self, side: &'static str) {

@@ -1,9 +1,14 @@
-//! RPCs: one bidirectional stream per call (request frame, response frame), deadlines on both
-//! sides, and bounds on both sides answered with `ServerBusy`.
+//! RPCs over a few long-lived bidirectional streams per connection ("lanes"): a call queues
+//! its request frame on the next lane in turn and waits for the answer with its id; each
+//! side writes whatever queued up in one write. Deadlines on both sides, and bounds on both
+//! sides answered with `ServerBusy`. The server serves every request of a stream
+//! concurrently, so a stream carrying a single request (then finished) works as well.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use tessera_wire::errors::RpcError;
 use tessera_wire::frame::{Frame, encode_frame};
 use tessera_wire::rpc::{RpcRequest, RpcRequestBody, RpcResponse, RpcResult};
@@ -86,37 +91,218 @@ pub(crate) async fn call(
             peer.metrics.dropped(&inner.stats, DropReason::FaultLoss, 1);
             std::future::pending::<()>().await;
         }
-        let (mut send, recv) = link.conn.open_bi().await.map_err(|e| lost(&e))?;
-        send.write_all(&frame).await.map_err(|e| lost(&e))?;
-        let _ = send.finish();
-        peer.metrics.sent(&inner.stats, MessageClass::Rpc, 1, frame.len());
-        let mut reader = FrameReader::new(recv, inner.config.frame_bytes_max);
-        match reader.next().await {
-            Ok(Some(frame)) => {
-                let response: RpcResponse = frame.decode().map_err(|error| {
-                    bad_frame(inner, peer, &error, "rpc");
-                    TransportError::Protocol { node, reason: error.to_string() }
-                })?;
-                if response.id != id {
-                    return Err(TransportError::Protocol {
-                        node,
-                        reason: format!("response id {} for request {id}", response.id),
-                    });
+        let (waiter, answer) = tokio::sync::oneshot::channel();
+        let mut waiter = Some(waiter);
+        let mut lane = None;
+        for _ in 0..=LANES {
+            let candidate = open_lane(inner, peer, &link).await?;
+            match candidate.register(id, waiter.take().expect("put back on refusal")) {
+                Ok(()) => {
+                    lane = Some(candidate);
+                    break;
                 }
-                peer.metrics.received(&inner.stats, MessageClass::Rpc, 1, frame.wire_bytes());
-                Ok(response)
+                Err(back) => waiter = Some(back),
             }
-            Ok(None) => Err(lost(&"stream ended without a response")),
-            Err(ReadError::Frame(error)) => {
-                bad_frame(inner, peer, &error, "rpc");
-                Err(TransportError::Protocol { node, reason: error.to_string() })
-            }
-            Err(ReadError::Stream(reason)) => Err(lost(&reason)),
+        }
+        let Some(lane) = lane else { return Err(lost(&"no RPC lane stays open")) };
+        // Forgets the waiter if the caller's deadline ends the call first.
+        let _registered = Registered { lane: &lane, id };
+        if lane.queue.send(frame.clone()).is_err() {
+            return Err(lost(&"RPC lane closed"));
+        }
+        match answer.await {
+            Ok(result) => result,
+            Err(_) => Err(lost(&"RPC lane closed")),
         }
     };
     tokio::time::timeout(timeout, exchange)
         .await
         .unwrap_or(Err(TransportError::Timeout { node, after: timeout }))
+}
+
+/// Long-lived RPC streams per connection: calls take them in turn, so that concurrent
+/// calls share a few streams (and their writes) instead of opening one stream each.
+pub(crate) const LANES: usize = 4;
+
+/// Frames written at most per write on a lane or an answering stream.
+const WRITE_BATCH_MAX: usize = 64;
+
+type Waiter = tokio::sync::oneshot::Sender<Result<RpcResponse, TransportError>>;
+
+/// A connection's RPC lanes (kept on its [`Link`]).
+#[derive(Debug, Default)]
+pub(crate) struct Lanes {
+    lanes: parking_lot::Mutex<[Option<Arc<Lane>>; LANES]>,
+    /// Held while a lane is opened, so that calls arriving together open it once.
+    opening: [tokio::sync::Mutex<()>; LANES],
+    next: std::sync::atomic::AtomicUsize,
+}
+
+/// One long-lived RPC stream: a writer task sends the queued requests, a reader task hands
+/// each answer to the call waiting for its id.
+#[derive(Debug)]
+pub(crate) struct Lane {
+    queue: tokio::sync::mpsc::UnboundedSender<Bytes>,
+    /// Calls waiting for an answer, by request id; `None` once the lane failed.
+    waiting: parking_lot::Mutex<Option<HashMap<u64, Waiter>>>,
+}
+
+impl Lane {
+    fn register(&self, id: u64, waiter: Waiter) -> Result<(), Waiter> {
+        match self.waiting.lock().as_mut() {
+            Some(waiting) => {
+                waiting.insert(id, waiter);
+                Ok(())
+            }
+            None => Err(waiter),
+        }
+    }
+
+    fn is_open(&self) -> bool {
+        self.waiting.lock().is_some() && !self.queue.is_closed()
+    }
+
+    /// Fails every waiting call; later calls pick another lane.
+    fn fail(&self, error: impl Fn() -> TransportError) {
+        let waiting = self.waiting.lock().take();
+        for (_, waiter) in waiting.into_iter().flatten() {
+            let _ = waiter.send(Err(error()));
+        }
+    }
+}
+
+/// Removes a call's waiter when the call ends (answered, failed or timed out).
+struct Registered<'a> {
+    lane: &'a Lane,
+    id: u64,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        if let Some(waiting) = self.lane.waiting.lock().as_mut() {
+            waiting.remove(&self.id);
+        }
+    }
+}
+
+/// The next lane of `link` in turn, opened (with its tasks) if it is missing or failed.
+async fn open_lane(
+    inner: &Arc<Inner>,
+    peer: &Arc<Peer>,
+    link: &Arc<Link>,
+) -> Result<Arc<Lane>, TransportError> {
+    let index = link.lanes.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % LANES;
+    let open = || link.lanes.lanes.lock()[index].clone().filter(|lane| lane.is_open());
+    if let Some(lane) = open() {
+        return Ok(lane);
+    }
+    let _opening = link.lanes.opening[index].lock().await;
+    if let Some(lane) = open() {
+        return Ok(lane);
+    }
+    let (send, recv) = link.conn.open_bi().await.map_err(|error| {
+        TransportError::ConnectionLost { node: peer.node, reason: error.to_string() }
+    })?;
+    inner.stats.rpc_lane_opened();
+    let (queue, requests) = tokio::sync::mpsc::unbounded_channel();
+    let lane = Arc::new(Lane { queue, waiting: parking_lot::Mutex::new(Some(HashMap::new())) });
+    inner.spawn(write_requests(inner.clone(), peer.clone(), lane.clone(), send, requests));
+    inner.spawn(read_answers(
+        inner.clone(),
+        peer.clone(),
+        Arc::downgrade(&lane),
+        FrameReader::new(recv, inner.config.frame_bytes_max),
+    ));
+    link.lanes.lanes.lock()[index] = Some(lane.clone());
+    Ok(lane)
+}
+
+/// Writes a lane's requests as they are queued, several per write when they queued up;
+/// finishes the stream when the lane is dropped.
+async fn write_requests(
+    inner: Arc<Inner>,
+    peer: Arc<Peer>,
+    lane: Arc<Lane>,
+    mut send: quinn::SendStream,
+    mut requests: tokio::sync::mpsc::UnboundedReceiver<Bytes>,
+) {
+    // Only a weak hold from here on: the lane goes (and this task ends) with its last user.
+    let weak = Arc::downgrade(&lane);
+    drop(lane);
+    let mut chunks = Vec::new();
+    while let Some(frame) = requests.recv().await {
+        chunks.push(frame);
+        while chunks.len() < WRITE_BATCH_MAX {
+            match requests.try_recv() {
+                Ok(frame) => chunks.push(frame),
+                Err(_) => break,
+            }
+        }
+        let count = chunks.len();
+        let bytes: usize = chunks.iter().map(Bytes::len).sum();
+        if let Err(error) = send.write_all_chunks(&mut chunks).await {
+            if let Some(lane) = weak.upgrade() {
+                let reason = error.to_string();
+                lane.fail(|| TransportError::ConnectionLost {
+                    node: peer.node,
+                    reason: reason.clone(),
+                });
+            }
+            return;
+        }
+        chunks.clear();
+        peer.metrics.sent(&inner.stats, MessageClass::Rpc, count, bytes);
+    }
+    let _ = send.finish();
+}
+
+/// Hands each answer on a lane to its waiting call; fails the lane when the stream ends.
+async fn read_answers(
+    inner: Arc<Inner>,
+    peer: Arc<Peer>,
+    lane: std::sync::Weak<Lane>,
+    mut reader: FrameReader,
+) {
+    let node = peer.node;
+    // (a protocol error?, why)
+    let (protocol, reason) = loop {
+        match reader.next().await {
+            Ok(Some(frame)) => {
+                let response: RpcResponse = match frame.decode() {
+                    Ok(response) => response,
+                    Err(error) => {
+                        bad_frame(&inner, &peer, &error, "rpc");
+                        reader.refuse(STREAM_BAD_FRAME);
+                        break (true, error.to_string());
+                    }
+                };
+                peer.metrics.received(&inner.stats, MessageClass::Rpc, 1, frame.wire_bytes());
+                let Some(lane) = lane.upgrade() else { return };
+                let waiter = lane.waiting.lock().as_mut().and_then(|w| w.remove(&response.id));
+                // No waiter: the call gave up (its deadline) before the answer came.
+                if let Some(waiter) = waiter {
+                    let _ = waiter.send(Ok(response));
+                }
+            }
+            Ok(None) => break (false, "RPC stream ended".to_owned()),
+            Err(ReadError::Stream(reason)) => break (false, reason),
+            Err(ReadError::Frame(error)) => {
+                bad_frame(&inner, &peer, &error, "rpc");
+                reader.refuse(STREAM_BAD_FRAME);
+                break (true, error.to_string());
+            }
+        }
+    };
+    if let Some(lane) = lane.upgrade() {
+        lane.fail(|| {
+            let reason = reason.clone();
+            if protocol {
+                TransportError::Protocol { node, reason }
+            } else {
+                TransportError::ConnectionLost { node, reason }
+            }
+        });
+    }
 }
 
 fn busy(inner: &Inner, reason: String) -> RpcError {
@@ -127,24 +313,81 @@ fn busy(inner: &Inner, reason: String) -> RpcError {
     }
 }
 
-/// The server side of one RPC stream whose first frame is `first`.
+/// The server side of one RPC stream whose first frame is `first`: every request frame on
+/// it is served concurrently, and the answers go back on the same stream as they are ready
+/// (matched by id), several per write when they queue up. A client may send one request
+/// and finish, or keep the stream as a lane for many (see [`Lanes`]).
 pub(crate) async fn serve(
     inner: Arc<Inner>,
     peer: Arc<Peer>,
     first: Frame,
     mut reader: FrameReader,
-    mut send: quinn::SendStream,
+    send: quinn::SendStream,
 ) {
-    let request: RpcRequest = match first.decode() {
-        Ok(request) => request,
-        Err(error) => {
-            bad_frame(&inner, &peer, &error, "rpc");
-            reader.refuse(STREAM_BAD_FRAME);
-            let _ = send.reset(STREAM_BAD_FRAME);
+    let (answers, queue) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
+    inner.spawn(write_answers(inner.clone(), peer.clone(), send, queue));
+    let mut frame = first;
+    loop {
+        let request: RpcRequest = match frame.decode() {
+            Ok(request) => request,
+            Err(error) => {
+                bad_frame(&inner, &peer, &error, "rpc");
+                reader.refuse(STREAM_BAD_FRAME);
+                break;
+            }
+        };
+        peer.metrics.received(&inner.stats, MessageClass::Rpc, 1, frame.wire_bytes());
+        let (task_inner, task_peer, answers) = (inner.clone(), peer.clone(), answers.clone());
+        inner.spawn(async move {
+            if let Some(frame) = answer(&task_inner, &task_peer, request).await {
+                // The stream may have failed meanwhile; the caller's deadline decides.
+                let _ = answers.send(frame);
+            }
+        });
+        frame = match reader.next().await {
+            Ok(Some(frame)) => frame,
+            // The client finished its side: the answers still due go out, then the stream
+            // ends.
+            Ok(None) | Err(ReadError::Stream(_)) => break,
+            Err(ReadError::Frame(error)) => {
+                bad_frame(&inner, &peer, &error, "rpc");
+                reader.refuse(STREAM_BAD_FRAME);
+                break;
+            }
+        };
+    }
+}
+
+/// Writes the answers of one RPC stream as they come, batching those that queued up;
+/// finishes the stream once every request on it was answered.
+async fn write_answers(
+    inner: Arc<Inner>,
+    peer: Arc<Peer>,
+    mut send: quinn::SendStream,
+    mut queue: tokio::sync::mpsc::UnboundedReceiver<Bytes>,
+) {
+    let mut chunks = Vec::new();
+    while let Some(frame) = queue.recv().await {
+        chunks.push(frame);
+        while chunks.len() < WRITE_BATCH_MAX {
+            match queue.try_recv() {
+                Ok(frame) => chunks.push(frame),
+                Err(_) => break,
+            }
+        }
+        let count = chunks.len();
+        let bytes: usize = chunks.iter().map(Bytes::len).sum();
+        if send.write_all_chunks(&mut chunks).await.is_err() {
             return;
         }
-    };
-    peer.metrics.received(&inner.stats, MessageClass::Rpc, 1, first.wire_bytes());
+        chunks.clear();
+        peer.metrics.sent(&inner.stats, MessageClass::Rpc, count, bytes);
+    }
+    let _ = send.finish();
+}
+
+/// Serves one request; the encoded answer (`None` only if not even an error fits a frame).
+async fn answer(inner: &Arc<Inner>, peer: &Peer, request: RpcRequest) -> Option<Bytes> {
     let id = request.id;
     let timeout = if request.timeout_ms == 0 {
         inner.config.rpc_timeout_default
@@ -155,7 +398,7 @@ pub(crate) async fn serve(
         Err(_) => {
             inner.stats.rpc_busy("server");
             RpcResult::Err(busy(
-                &inner,
+                inner,
                 format!("{} RPCs being served", inner.config.rpc_serve_inflight_max),
             ))
         }
@@ -165,8 +408,8 @@ pub(crate) async fn serve(
         }
     };
     let response = RpcResponse { id, result };
-    let frame = match encode_frame(&response) {
-        Ok(frame) => frame,
+    match encode_frame(&response) {
+        Ok(frame) => Some(frame),
         Err(error) => {
             tracing::warn!(node = %peer.node, %error, "cannot encode an RPC response");
             let fallback = RpcResponse {
@@ -175,17 +418,7 @@ pub(crate) async fn serve(
                     message: format!("response not encodable: {error}"),
                 }),
             };
-            match encode_frame(&fallback) {
-                Ok(frame) => frame,
-                Err(_) => {
-                    let _ = send.reset(STREAM_BAD_FRAME);
-                    return;
-                }
-            }
+            encode_frame(&fallback).ok()
         }
-    };
-    if send.write_all(&frame).await.is_ok() {
-        peer.metrics.sent(&inner.stats, MessageClass::Rpc, 1, frame.len());
-        let _ = send.finish();
     }
 }

@@ -234,6 +234,91 @@ async fn rpc_round_trip_deadline_and_server_busy() {
     assert!(b.transport.stats().rpc_busy >= 1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_rpcs_share_a_few_streams_and_each_gets_its_own_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Arc::new(start(config(dir.path(), 1)).await);
+    let b = start(config(dir.path(), 2)).await;
+    mesh(&[&a, &b]);
+    a.transport.rpc(NodeId(2), sleepy(0), DEADLINE).await.unwrap();
+    let before = a.transport.stats();
+    // 300 calls at once, the later ones answered first (each handler sleeps `count` ms and
+    // echoes it): every caller must get its own answer.
+    let calls: Vec<_> = (0..300u32)
+        .map(|n| {
+            let a = a.clone();
+            let ms = 60 - n / 5;
+            tokio::spawn(
+                async move { (ms, a.transport.rpc(NodeId(2), sleepy(ms), DEADLINE).await) },
+            )
+        })
+        .collect();
+    for call in calls {
+        let (ms, response) = call.await.unwrap();
+        assert_eq!(
+            response.unwrap().result,
+            RpcResult::Ok(RpcResponseBody::Placement(PlacementResponse::AllocId {
+                first: ms.into(),
+                count: ms
+            }))
+        );
+    }
+    let after = a.transport.stats();
+    // One stream per lane (4) for all of them, each opened once.
+    assert_eq!(after.rpc_lanes_opened, 4);
+    // Requests queued together left in shared writes: fewer writes than requests.
+    let sent = |stats: &tessera_transport::TransportStats| stats.sent(MessageClass::Rpc);
+    let (frames, messages) = (
+        sent(&after).frames - sent(&before).frames,
+        sent(&after).messages - sent(&before).messages,
+    );
+    assert_eq!(messages, 300);
+    assert!(frames < messages, "{frames} writes for {messages} requests");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn calls_waiting_on_a_lane_fail_at_once_when_its_connection_goes() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Arc::new(start(config(dir.path(), 1)).await);
+    let b = start(config(dir.path(), 2)).await;
+    mesh(&[&a, &b]);
+    a.transport.rpc(NodeId(2), sleepy(0), DEADLINE).await.unwrap();
+    let served = b.transport.stats().received(MessageClass::Rpc).messages;
+    let slow: Vec<_> = (0..8)
+        .map(|_| {
+            let a = a.clone();
+            tokio::spawn(async move { a.transport.rpc(NodeId(2), sleepy(20_000), DEADLINE).await })
+        })
+        .collect();
+    let deadline = Instant::now() + DEADLINE;
+    while b.transport.stats().received(MessageClass::Rpc).messages < served + 8 {
+        assert!(Instant::now() < deadline, "slow RPCs never arrived");
+        tokio::task::yield_now().await;
+    }
+    let started = Instant::now();
+    drop(b);
+    for call in slow {
+        let outcome = call.await.unwrap();
+        assert!(matches!(outcome, Err(TransportError::ConnectionLost { .. })), "{outcome:?}");
+    }
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    // A restarted peer is served on new lanes.
+    let b = start(config(dir.path(), 2)).await;
+    a.transport.set_peer(NodeId(2), b.addr);
+    b.transport.set_peer(NodeId(1), a.addr);
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        match a.transport.rpc(NodeId(2), sleepy(0), DEADLINE).await {
+            Ok(response) => {
+                assert!(response.result.into_result().is_ok());
+                break;
+            }
+            Err(error) => assert!(Instant::now() < deadline, "{error:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn snapshot_chunks(snapshot_id: u64, count: u32, chunk_bytes: usize) -> Vec<SnapshotChunk> {
     let header = SnapshotHeader {
         from_store: StoreId(1),
