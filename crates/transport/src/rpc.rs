@@ -124,6 +124,9 @@ pub(crate) async fn call(
 /// calls share a few streams (and their writes) instead of opening one stream each.
 pub(crate) const LANES: usize = 4;
 
+/// Requests of one stream the server serves or holds answers for at once.
+const STREAM_ANSWERS_MAX: usize = 1024;
+
 /// Frames written at most per write on a lane or an answering stream.
 const WRITE_BATCH_MAX: usize = 64;
 
@@ -324,10 +327,15 @@ pub(crate) async fn serve(
     mut reader: FrameReader,
     send: quinn::SendStream,
 ) {
-    let (answers, queue) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
+    let (answers, queue) = tokio::sync::mpsc::channel::<Bytes>(STREAM_ANSWERS_MAX);
     inner.spawn(write_answers(inner.clone(), peer.clone(), send, queue));
+    // Requests of this stream being served or waiting to be written: a peer that stops
+    // reading its answers stops being read (QUIC flow control then holds it back) instead
+    // of growing a queue here.
+    let unanswered = Arc::new(tokio::sync::Semaphore::new(STREAM_ANSWERS_MAX));
     let mut frame = first;
     loop {
+        let Ok(slot) = unanswered.clone().acquire_owned().await else { break };
         let request: RpcRequest = match frame.decode() {
             Ok(request) => request,
             Err(error) => {
@@ -341,8 +349,9 @@ pub(crate) async fn serve(
         inner.spawn(async move {
             if let Some(frame) = answer(&task_inner, &task_peer, request).await {
                 // The stream may have failed meanwhile; the caller's deadline decides.
-                let _ = answers.send(frame);
+                let _ = answers.send(frame).await;
             }
+            drop(slot);
         });
         frame = match reader.next().await {
             Ok(Some(frame)) => frame,
@@ -364,7 +373,7 @@ async fn write_answers(
     inner: Arc<Inner>,
     peer: Arc<Peer>,
     mut send: quinn::SendStream,
-    mut queue: tokio::sync::mpsc::UnboundedReceiver<Bytes>,
+    mut queue: tokio::sync::mpsc::Receiver<Bytes>,
 ) {
     let mut chunks = Vec::new();
     while let Some(frame) = queue.recv().await {

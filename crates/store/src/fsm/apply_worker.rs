@@ -75,21 +75,38 @@ struct Done {
     loads: Vec<ReadLoad>,
 }
 
-/// Runs one job: the write, then the answers, then the reads.
-fn run_job<K: KvEngine>(kv: &K, job: ApplyJob<K::Batch>, scan_bytes_max: u64) -> Done {
+/// Fails every proposer and read of a job that will not be written.
+fn fail_job<B>(job: ApplyJob<B>, message: &str) {
+    for Answer { proposal, .. } in job.answers {
+        proposal.respond.fail(RpcError::Internal { message: message.to_owned() });
+    }
+    for read in job.reads {
+        (read.respond)(Err(RpcError::Internal { message: message.to_owned() }));
+    }
+}
+
+/// Runs one job: the write, then the answers, then the reads. After a failed write
+/// (`failed`, kept by the caller), no later job is written or answered success: a later
+/// batch would otherwise land on top of the missing one, move the apply state past it and
+/// leave the replica diverged.
+fn run_job<K: KvEngine>(
+    kv: &K,
+    job: ApplyJob<K::Batch>,
+    scan_bytes_max: u64,
+    failed: &mut Option<String>,
+) -> Done {
+    if let Some(message) = failed.as_ref() {
+        fail_job(job, message);
+        return Done { result: Err(message.clone()), loads: Vec::new() };
+    }
     let ApplyJob { batch, answers, reads } = job;
     if let Some(mut batch) = batch {
         let started = std::time::Instant::now();
         if let Err(error) = kv.write(&mut batch, false) {
-            // The engine is poisoned: nobody is answered success; the store stops when it
-            // collects this.
+            // Nobody is answered success; the store stops when it collects this.
             let message = format!("apply write failed: {error}");
-            for Answer { proposal, .. } in answers {
-                proposal.respond.fail(RpcError::Internal { message: message.clone() });
-            }
-            for read in reads {
-                (read.respond)(Err(RpcError::Internal { message: message.clone() }));
-            }
+            fail_job(ApplyJob::<K::Batch> { batch: None, answers, reads }, &message);
+            *failed = Some(message.clone());
             return Done { result: Err(message), loads: Vec::new() };
         }
         metrics::histogram!("tessera_store_apply_write_seconds")
@@ -197,8 +214,10 @@ impl<K: KvEngine> Applier<K> {
                 let thread = std::thread::Builder::new()
                     .name(format!("apply-{store}"))
                     .spawn(move || {
+                        let mut failed = None;
                         for job in job_rx {
-                            if done_tx.send(run_job(&kv, job, scan_bytes_max)).is_err() {
+                            let done = run_job(&kv, job, scan_bytes_max, &mut failed);
+                            if done_tx.send(done).is_err() {
                                 return;
                             }
                         }
@@ -233,14 +252,17 @@ impl<K: KvEngine> Applier<K> {
 
     /// Hands the round's job out.
     pub(crate) fn submit(&mut self, kv: &K) -> Result<()> {
-        self.check()?;
-        let Some(job) = self.staged.take() else { return Ok(()) };
+        let Some(job) = self.staged.take() else { return self.check() };
+        if let Some(message) = &self.failed {
+            fail_job(job, message);
+            return self.check();
+        }
         if job.is_empty() {
             return Ok(());
         }
         match &mut self.mode {
             Mode::Inline => {
-                let done = run_job(kv, job, self.scan_bytes_max);
+                let done = run_job(kv, job, self.scan_bytes_max, &mut self.failed);
                 self.on_done(done)?;
             }
             Mode::Deferred(queue) => {
@@ -254,7 +276,7 @@ impl<K: KvEngine> Applier<K> {
                 // Nothing else waits for the raft worker and the apply thread holds nothing:
                 // a hand-off would only add a thread wake-up to this round's answers.
                 metrics::counter!("tessera_store_apply_jobs_total", "on" => "raft").increment(1);
-                let done = run_job(kv, job, self.scan_bytes_max);
+                let done = run_job(kv, job, self.scan_bytes_max, &mut self.failed);
                 self.on_done(done)?;
             }
             Mode::Thread { jobs, .. } => {
@@ -296,9 +318,9 @@ impl<K: KvEngine> Applier<K> {
         let finished: Vec<Done> = done.try_iter().collect();
         for report in finished {
             self.outstanding -= 1;
-            self.on_done(report)?;
+            let _ = self.on_done(report);
         }
-        Ok(())
+        self.check()
     }
 
     /// Hands out the staged job and waits until every job is done.
@@ -337,7 +359,7 @@ impl<K: KvEngine> Applier<K> {
         let mut finished = Vec::new();
         for _ in 0..count {
             let Some(job) = queue.pop_front() else { break };
-            finished.push(run_job(kv, job, self.scan_bytes_max));
+            finished.push(run_job(kv, job, self.scan_bytes_max, &mut self.failed));
         }
         for report in finished {
             self.outstanding -= 1;
@@ -367,5 +389,126 @@ impl<K: KvEngine> Applier<K> {
 impl<K: KvEngine> Drop for Applier<K> {
     fn drop(&mut self) {
         self.stop_thread();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::sync::{Arc, Mutex};
+
+    use bytes::Bytes;
+    use tessera_engine::mem::{FaultPlan, MemKvEngine};
+    use tessera_engine::{Cf, KvBatch, KvRead};
+    use tessera_raft::{LogIndex, Term};
+    use tessera_wire::kv::{KvResponse, RawGetRequest};
+
+    use super::*;
+    use crate::operation::apply::Applied;
+    use crate::peer::{Proposal, Responder};
+
+    type Seen = Arc<Mutex<Vec<(String, Result<KvResponse, RpcError>)>>>;
+
+    /// A job writing `key`, answering one proposer and serving one get of `key`, which
+    /// record their answers in `seen`.
+    fn job(
+        kv: &MemKvEngine,
+        key: &'static str,
+        seen: &Seen,
+    ) -> ApplyJob<<MemKvEngine as KvEngine>::Batch> {
+        let mut batch = kv.batch();
+        batch.put(Cf::Default, &tessera_engine::keys::data_key(key.as_bytes()), b"v");
+        let (put_seen, get_seen) = (seen.clone(), seen.clone());
+        let proposal = Proposal {
+            index: LogIndex(1),
+            term: Term(1),
+            ok: Some(KvResponse::RawPut),
+            respond: Responder::Kv(Box::new(move |result| {
+                put_seen.lock().unwrap().push((format!("put {key}"), result));
+            })),
+            proposed_at: std::time::Instant::now(),
+        };
+        let descriptor = RangeDescriptor { id: RangeId(1), ..RangeDescriptor::default() };
+        ApplyJob {
+            batch: Some(batch),
+            answers: vec![Answer { proposal, applied: Applied::Kv(Ok(None)) }],
+            reads: vec![ReadJob {
+                range: RangeId(1),
+                descriptor,
+                command: KvCommand::RawGet(RawGetRequest {
+                    key: Bytes::from_static(key.as_bytes()),
+                }),
+                respond: Box::new(move |result| {
+                    get_seen.lock().unwrap().push((format!("get {key}"), result));
+                }),
+            }],
+        }
+    }
+
+    /// Two jobs handed out, the first one's write fails: the second is neither written
+    /// nor answered success — in every mode that defers jobs.
+    fn after_a_failed_write_nothing_later_is_written_or_acknowledged(mode: ApplyMode) {
+        let kv = MemKvEngine::new();
+        let seen: Seen = Arc::default();
+        let mut applier = Applier::<MemKvEngine>::new(u64::MAX);
+        applier.set_mode(&kv, 1, mode).unwrap();
+        // Every job goes to the thread (as when the mailbox holds more work).
+        applier.set_backlog(Box::new(|| true));
+        kv.inject(FaultPlan { fail_write_at: Some(1), fail_sync_at: None });
+        *applier.staged() = job(&kv, "a", &seen);
+        applier.submit(&kv).unwrap();
+        *applier.staged() = job(&kv, "b", &seen);
+        // The thread may already have failed the first job: then the second is refused
+        // here, never written.
+        let _ = applier.submit(&kv);
+        assert!(matches!(applier.settle(&kv), Err(StoreError::ApplyWorker(_))));
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 4, "{seen:?}");
+        for (what, result) in seen.iter() {
+            assert!(matches!(result, Err(RpcError::Internal { .. })), "{what}: {result:?}");
+        }
+        for key in ["a", "b"] {
+            let data_key = tessera_engine::keys::data_key(key.as_bytes());
+            assert_eq!(kv.get(Cf::Default, &data_key).unwrap(), None, "{key} was written");
+        }
+        // And the store keeps refusing.
+        *applier.staged() = job(&kv, "c", &Arc::default());
+        assert!(applier.submit(&kv).is_err());
+    }
+
+    #[test]
+    fn after_a_failed_write_on_the_apply_thread_nothing_later_is_written_or_acknowledged() {
+        after_a_failed_write_nothing_later_is_written_or_acknowledged(ApplyMode::Thread);
+    }
+
+    #[test]
+    fn after_a_failed_deferred_write_nothing_later_is_written_or_acknowledged() {
+        after_a_failed_write_nothing_later_is_written_or_acknowledged(ApplyMode::Deferred);
+    }
+
+    #[test]
+    fn a_read_behind_a_write_sees_it_and_answers_come_in_job_order() {
+        let kv = MemKvEngine::new();
+        let seen: Seen = Arc::default();
+        let mut applier = Applier::<MemKvEngine>::new(u64::MAX);
+        applier.set_mode(&kv, 1, ApplyMode::Thread).unwrap();
+        applier.set_backlog(Box::new(|| true));
+        for key in ["a", "b", "c"] {
+            *applier.staged() = job(&kv, key, &seen);
+            applier.submit(&kv).unwrap();
+        }
+        applier.settle(&kv).unwrap();
+        let seen = seen.lock().unwrap();
+        let order: Vec<&str> = seen.iter().map(|(what, _)| what.as_str()).collect();
+        assert_eq!(order, ["put a", "get a", "put b", "get b", "put c", "get c"]);
+        for (what, result) in seen.iter() {
+            let expected = if what.starts_with("put") {
+                KvResponse::RawPut
+            } else {
+                KvResponse::RawGet { value: Some(Bytes::from_static(b"v")) }
+            };
+            assert_eq!(result.as_ref().unwrap(), &expected, "{what}");
+        }
     }
 }
