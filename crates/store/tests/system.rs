@@ -67,24 +67,7 @@ fn put(handle: &StoreHandle, descriptor: &RangeDescriptor, key: &'static [u8]) {
 
 #[test]
 fn a_store_on_its_thread_serves_splits_and_refuses_bad_transfers() {
-    let raft = MemRaftLogEngine::new();
-    let kv = MemKvEngine::new();
-    let ident = StoreIdent { cluster_id: 1, store_id: StoreId(1) };
-    let first = RangeDescriptor {
-        id: RangeId(1),
-        start_key: Bytes::new(),
-        end_key: Bytes::new(),
-        epoch: RangeEpoch { conf_ver: 1, version: 1 },
-        replicas: vec![Replica {
-            id: ReplicaId(1),
-            store_id: StoreId(1),
-            role: ReplicaRole::Voter,
-        }],
-    };
-    bootstrap(&raft, &kv, ident, &first).unwrap();
-    let config = StoreConfig { tick_interval_ms: 5, ..StoreConfig::default() };
-    let store = Store::open(config, raft, kv, Alone, ident).unwrap();
-    let system = StoreSystem::start(store, 1024).unwrap();
+    let (system, first) = one_store(&MemKvEngine::new());
     let handle = system.handle();
     put(&handle, &first, b"a");
     put(&handle, &first, b"x");

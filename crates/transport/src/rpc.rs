@@ -234,16 +234,8 @@ async fn write_requests(
     drop(lane);
     let mut chunks = Vec::new();
     while let Some(frame) = requests.recv().await {
-        chunks.push(frame);
-        while chunks.len() < WRITE_BATCH_MAX {
-            match requests.try_recv() {
-                Ok(frame) => chunks.push(frame),
-                Err(_) => break,
-            }
-        }
-        let count = chunks.len();
-        let bytes: usize = chunks.iter().map(Bytes::len).sum();
-        if let Err(error) = send.write_all_chunks(&mut chunks).await {
+        let more = || requests.try_recv().ok();
+        if let Err(error) = write_batch(&inner, &peer, &mut send, &mut chunks, frame, more).await {
             if let Some(lane) = weak.upgrade() {
                 let reason = error.to_string();
                 lane.fail(|| TransportError::ConnectionLost {
@@ -253,10 +245,31 @@ async fn write_requests(
             }
             return;
         }
-        chunks.clear();
-        peer.metrics.sent(&inner.stats, MessageClass::Rpc, count, bytes);
     }
     let _ = send.finish();
+}
+
+/// Writes `first` and the frames `more` has ready (up to [`WRITE_BATCH_MAX`] in all) in one
+/// write.
+async fn write_batch(
+    inner: &Inner,
+    peer: &Peer,
+    send: &mut quinn::SendStream,
+    chunks: &mut Vec<Bytes>,
+    first: Bytes,
+    mut more: impl FnMut() -> Option<Bytes>,
+) -> Result<(), quinn::WriteError> {
+    chunks.push(first);
+    while chunks.len() < WRITE_BATCH_MAX {
+        let Some(frame) = more() else { break };
+        chunks.push(frame);
+    }
+    let count = chunks.len();
+    let bytes: usize = chunks.iter().map(Bytes::len).sum();
+    send.write_all_chunks(chunks).await?;
+    chunks.clear();
+    peer.metrics.sent(&inner.stats, MessageClass::Rpc, count, bytes);
+    Ok(())
 }
 
 /// Hands each answer on a lane to its waiting call; fails the lane when the stream ends.
@@ -377,20 +390,10 @@ async fn write_answers(
 ) {
     let mut chunks = Vec::new();
     while let Some(frame) = queue.recv().await {
-        chunks.push(frame);
-        while chunks.len() < WRITE_BATCH_MAX {
-            match queue.try_recv() {
-                Ok(frame) => chunks.push(frame),
-                Err(_) => break,
-            }
-        }
-        let count = chunks.len();
-        let bytes: usize = chunks.iter().map(Bytes::len).sum();
-        if send.write_all_chunks(&mut chunks).await.is_err() {
+        let more = || queue.try_recv().ok();
+        if write_batch(&inner, &peer, &mut send, &mut chunks, frame, more).await.is_err() {
             return;
         }
-        chunks.clear();
-        peer.metrics.sent(&inner.stats, MessageClass::Rpc, count, bytes);
     }
     let _ = send.finish();
 }
