@@ -29,11 +29,12 @@ impl Network for Alone {
     }
 }
 
-fn call(
+/// Sends `command` to `descriptor`'s range; the answer (if any) arrives on the receiver.
+fn send(
     handle: &StoreHandle,
     descriptor: &RangeDescriptor,
     command: KvCommand,
-) -> Result<KvResponse, RpcError> {
+) -> mpsc::Receiver<Result<KvResponse, RpcError>> {
     let (sender, receiver) = mpsc::channel();
     let request = KvRequest {
         context: RequestContext {
@@ -43,8 +44,16 @@ fn call(
         },
         command,
     };
-    handle.kv(request, Box::new(move |result| sender.send(result).unwrap()));
-    receiver.recv_timeout(Duration::from_secs(10)).unwrap()
+    handle.kv(request, Box::new(move |result| drop(sender.send(result))));
+    receiver
+}
+
+fn call(
+    handle: &StoreHandle,
+    descriptor: &RangeDescriptor,
+    command: KvCommand,
+) -> Result<KvResponse, RpcError> {
+    send(handle, descriptor, command).recv_timeout(Duration::from_secs(10)).unwrap()
 }
 
 /// Retries while the range has no leader yet (the first election takes a few ticks).
@@ -172,20 +181,11 @@ fn a_failed_apply_write_stops_the_store_without_acknowledging_the_write() {
     put(&handle, &first, b"a");
     // The next KV write is the apply batch of the next put.
     kv.inject(tessera_engine::mem::FaultPlan { fail_write_at: Some(1), fail_sync_at: None });
-    let (sender, receiver) = mpsc::channel();
-    let request = KvRequest {
-        context: RequestContext {
-            range: first.id,
-            epoch: first.epoch,
-            ..RequestContext::default()
-        },
-        command: KvCommand::RawPut(RawPutRequest {
-            key: Bytes::from_static(b"b"),
-            value: Bytes::from_static(b"v"),
-        }),
-    };
-    handle.kv(request, Box::new(move |result| sender.send(result).unwrap()));
-    let answer = receiver.recv_timeout(Duration::from_secs(10)).unwrap();
+    let put = KvCommand::RawPut(RawPutRequest {
+        key: Bytes::from_static(b"b"),
+        value: Bytes::from_static(b"v"),
+    });
+    let answer = send(&handle, &first, put).recv_timeout(Duration::from_secs(10)).unwrap();
     assert!(
         matches!(&answer, Err(RpcError::Internal { message }) if message.contains("apply write failed")),
         "{answer:?}"
@@ -193,16 +193,8 @@ fn a_failed_apply_write_stops_the_store_without_acknowledging_the_write() {
     // The store stops: later requests are refused (or dropped unanswered), never served.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let (sender, receiver) = mpsc::channel();
-        let request = KvRequest {
-            context: RequestContext {
-                range: first.id,
-                epoch: first.epoch,
-                ..RequestContext::default()
-            },
-            command: KvCommand::RawGet(RawGetRequest { key: Bytes::from_static(b"a") }),
-        };
-        handle.kv(request, Box::new(move |result| drop(sender.send(result))));
+        let get = KvCommand::RawGet(RawGetRequest { key: Bytes::from_static(b"a") });
+        let receiver = send(&handle, &first, get);
         // Refused as the store stops ("store stopped": drained from its mailbox, or the
         // mailbox is closed) — the proof that it stopped. A request that slips into the
         // mailbox after the drain is never answered (`Timeout`): try again.
