@@ -400,6 +400,10 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
             self.dirty.insert(done.range);
         }
         self.serve_reads();
+        // What the fsync held back (a follower's append responses, a leader's commit
+        // notices) leaves before the apply work: a KV write run inline must not delay the
+        // messages another store waits on.
+        self.net.flush();
         // The round's writes, answers and reads go to the apply worker; the next round's
         // fsync overlaps them.
         self.applier.submit(&self.kv)?;
