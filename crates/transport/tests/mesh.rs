@@ -14,9 +14,9 @@ use tessera_transport::{MessageClass, TransportError};
 use tessera_wire::errors::RpcError;
 use tessera_wire::frame::encode_frame;
 use tessera_wire::ids::{NodeId, RangeId, StoreId};
-use tessera_wire::placement::PlacementResponse;
+use tessera_wire::placement::{PlacementRequest, PlacementResponse};
 use tessera_wire::raft::MessageKind;
-use tessera_wire::rpc::{RpcResponseBody, RpcResult};
+use tessera_wire::rpc::{RpcRequest, RpcRequestBody, RpcResponseBody, RpcResult};
 use tessera_wire::transport::{
     Heartbeat, Hello, RaftBatch, SnapshotChunk, SnapshotFile, SnapshotHeader, SnapshotStatus,
 };
@@ -584,6 +584,50 @@ async fn malformed_frames_are_rejected_and_others_still_served() {
     assert!(b.transport.stats().bad_frames >= 2);
     send_until_delivered(&a, &b, 7).await;
     send_until_delivered(&b, &a, 7).await;
+}
+
+/// Splits a stream's bytes into frames (8-byte header, the first 4 bytes the payload length,
+/// big-endian) and counts them; `None` if the bytes end inside a frame.
+fn count_frames(mut bytes: &[u8]) -> Option<usize> {
+    let mut count = 0;
+    while !bytes.is_empty() {
+        let length = u32::from_be_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
+        bytes = bytes.get(8 + length..)?;
+        count += 1;
+    }
+    Some(count)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_stream_has_at_most_1024_requests_served_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = start(config(dir.path(), 2)).await;
+    let (rogue, client_config) = rogue_endpoint(dir.path());
+    let conn = rogue.connect_with(client_config, b.addr, SERVER_NAME).unwrap().await.unwrap();
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    send.write_all(&encode_frame(&Hello::new(common::CLUSTER, NodeId(66))).unwrap()).await.unwrap();
+    let _ = send.finish();
+    let hello = tokio::time::timeout(DEADLINE, recv.read_to_end(1024)).await.unwrap().unwrap();
+    assert!(!hello.is_empty());
+
+    // 1,500 requests on one stream, each served for 2 s, and the answers left unread
+    // until the end.
+    const REQUESTS: usize = 1500;
+    let (mut send, mut answers) = conn.open_bi().await.unwrap();
+    let mut frames = Vec::new();
+    for id in 0..REQUESTS as u64 {
+        let body = RpcRequestBody::Placement(PlacementRequest::AllocId { count: 2000 });
+        frames.extend_from_slice(&encode_frame(&RpcRequest { id, timeout_ms: 0, body }).unwrap());
+    }
+    send.write_all(&frames).await.unwrap();
+    let _ = send.finish();
+    b.recorder.wait_for("1,024 requests served", |r| r.rpcs.lock().started >= 1024).await;
+    // The rest are read only as the first answers go out.
+    b.recorder.wait_for("every request served", |r| r.rpcs.lock().started == REQUESTS).await;
+    assert_eq!(b.recorder.rpcs.lock().in_flight_max, 1024);
+    let answered =
+        tokio::time::timeout(DEADLINE, answers.read_to_end(1 << 20)).await.unwrap().unwrap();
+    assert_eq!(count_frames(&answered), Some(REQUESTS));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

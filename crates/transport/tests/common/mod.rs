@@ -28,6 +28,16 @@ pub struct Recorder {
     pub raft: Mutex<Vec<(NodeId, RaftEnvelope)>>,
     pub snapshots: Mutex<Vec<(NodeId, SnapshotHeader, Vec<u8>, Option<String>)>>,
     pub changed: Notify,
+    /// `AllocId` RPCs started, being served now, and the most served at once.
+    pub rpcs: Mutex<RpcCounts>,
+}
+
+/// See [`Recorder::rpcs`].
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RpcCounts {
+    pub started: usize,
+    pub in_flight: usize,
+    pub in_flight_max: usize,
 }
 
 impl Recorder {
@@ -70,10 +80,19 @@ impl Handler for TestHandler {
     }
 
     fn on_rpc(&self, _from: NodeId, request: RpcRequest) -> BoxFuture<RpcResult> {
+        let recorder = self.recorder.clone();
         Box::pin(async move {
             match request.body {
                 RpcRequestBody::Placement(PlacementRequest::AllocId { count }) => {
+                    {
+                        let mut rpcs = recorder.rpcs.lock();
+                        rpcs.started += 1;
+                        rpcs.in_flight += 1;
+                        rpcs.in_flight_max = rpcs.in_flight_max.max(rpcs.in_flight);
+                    }
+                    recorder.changed.notify_waiters();
                     tokio::time::sleep(Duration::from_millis(count.into())).await;
+                    recorder.rpcs.lock().in_flight -= 1;
                     RpcResult::Ok(RpcResponseBody::Placement(PlacementResponse::AllocId {
                         first: count.into(),
                         count,
