@@ -131,6 +131,10 @@ pub struct StoreArgs {
     /// Seconds a stopping store waits for its leaders to move to other stores. Default: 10.
     #[arg(long)]
     pub leader_handoff_secs: Option<u64>,
+    /// Requests per second (sampled at the leader) above which a range splits by load at
+    /// its median sampled key; 0 turns load splits off. Default: 3000.
+    #[arg(long)]
+    pub load_split_qps: Option<u64>,
     // The TLS flags sit here rather than in a flattened `TlsArgs`: clap does not fill an
     // optional flattened group (`Option<StoreArgs>`) from the flags of a nested one.
     /// Development TLS: the cluster CA and node certificates are generated in this
@@ -169,6 +173,7 @@ struct StoreFile {
     admin_addr: Option<SocketAddr>,
     tick_ms: Option<u64>,
     leader_handoff_secs: Option<u64>,
+    load_split_qps: Option<u64>,
     insecure_dev_certs: Option<PathBuf>,
     tls_ca: Option<PathBuf>,
     tls_cert: Option<PathBuf>,
@@ -190,6 +195,7 @@ pub struct StoreSettings {
     admin_addr: Option<SocketAddr>,
     tick_ms: u64,
     leader_handoff: Duration,
+    load_split_qps: u64,
     tls: TlsSource,
 }
 
@@ -244,6 +250,10 @@ impl StoreSettings {
             leader_handoff: Duration::from_secs(
                 args.leader_handoff_secs.or(file.leader_handoff_secs).unwrap_or(10),
             ),
+            load_split_qps: args
+                .load_split_qps
+                .or(file.load_split_qps)
+                .unwrap_or(StoreConfig::default().load_split_qps),
             tls: tls.source()?,
         };
         settings.check()?;
@@ -459,6 +469,7 @@ pub fn run(args: &StoreArgs) -> Result<()> {
     let args = &StoreSettings::resolve(args)?;
     let config = StoreConfig {
         tick_interval_ms: args.tick_ms,
+        load_split_qps: args.load_split_qps,
         snapshot_dir: args.data_dir.join("snapshots"),
         labels: args.labels.clone(),
         ..StoreConfig::default()

@@ -156,7 +156,8 @@ fn admin_http_shows_a_store_and_a_member() {
         &format!(
             "store_id = 1\ncluster_id = 8\ndata_dir = {:?}\nlisten = \"{}\"\n\
              placement = [\"101={member_listen}\"]\ninsecure_dev_certs = {certs:?}\n\
-             admin_addr = \"{store_admin}\"\ntick_ms = 20\nlabels = [\"zone=a\", \"host=h1\"]\n",
+             admin_addr = \"{store_admin}\"\ntick_ms = 20\nlabels = [\"zone=a\", \"host=h1\"]\n\
+             load_split_qps = 0\n",
             dir.path().join("store-1"),
             free_port()
         ),
