@@ -12,7 +12,7 @@ use common::{DEADLINE, append, config, heartbeat, mesh, sleepy, start};
 use tessera_transport::tls::{NodeTls, SERVER_NAME, TlsSource};
 use tessera_transport::{MessageClass, TransportError};
 use tessera_wire::errors::RpcError;
-use tessera_wire::frame::encode_frame;
+use tessera_wire::frame::{FrameDecoder, encode_frame};
 use tessera_wire::ids::{NodeId, RangeId, StoreId};
 use tessera_wire::placement::{PlacementRequest, PlacementResponse};
 use tessera_wire::raft::MessageKind;
@@ -588,18 +588,6 @@ async fn malformed_frames_are_rejected_and_others_still_served() {
     send_until_delivered(&b, &a, 7).await;
 }
 
-/// Splits a stream's bytes into frames (8-byte header, the first 4 bytes the payload length,
-/// big-endian) and counts them; `None` if the bytes end inside a frame.
-fn count_frames(mut bytes: &[u8]) -> Option<usize> {
-    let mut count = 0;
-    while !bytes.is_empty() {
-        let length = u32::from_be_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
-        bytes = bytes.get(8 + length..)?;
-        count += 1;
-    }
-    Some(count)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_stream_has_at_most_1024_requests_served_at_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -629,7 +617,17 @@ async fn one_stream_has_at_most_1024_requests_served_at_once() {
     assert_eq!(b.recorder.rpcs.lock().in_flight_max, 1024);
     let answered =
         tokio::time::timeout(DEADLINE, answers.read_to_end(1 << 20)).await.unwrap().unwrap();
-    assert_eq!(count_frames(&answered), Some(REQUESTS));
+    let mut decoder = FrameDecoder::default();
+    decoder.feed(&answered).unwrap();
+    let mut ids = Vec::new();
+    while let Some(frame) = decoder.next_frame().unwrap() {
+        let response = frame.decode_rpc_response().unwrap();
+        assert!(matches!(response.result, RpcResult::Ok(_)), "{response:?}");
+        ids.push(response.id);
+    }
+    decoder.finish().unwrap();
+    ids.sort_unstable();
+    assert_eq!(ids, (0..REQUESTS as u64).collect::<Vec<_>>());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
