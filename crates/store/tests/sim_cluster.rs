@@ -51,12 +51,7 @@ fn call(
 ) -> Result<KvResponse, RpcError> {
     assert!(cluster.run_until(2_000, |c| c.leader_of(routing_key).is_some()), "no leader");
     let (store_id, descriptor) = cluster.leader_of(routing_key).unwrap();
-    let slot: Slot<Result<KvResponse, RpcError>> = Arc::default();
-    let answer = slot.clone();
-    cluster.store(store_id).unwrap().on_kv_request(
-        request(&descriptor, store_id, command),
-        Box::new(move |result| *answer.lock().unwrap() = Some(result)),
-    );
+    let slot = submit(cluster, store_id, request(&descriptor, store_id, command));
     assert!(cluster.run_until(2_000, |_| slot.lock().unwrap().is_some()), "never answered");
     slot.lock().unwrap().take().unwrap()
 }
@@ -68,13 +63,22 @@ fn answer_now(
     store: StoreId,
     request: tessera_wire::kv::KvRequest,
 ) -> Result<KvResponse, RpcError> {
+    submit(cluster, store, request).lock().unwrap().take().expect("answered at once")
+}
+
+/// Hands `request` to `store`; its answer lands in the returned slot.
+fn submit(
+    cluster: &mut Cluster,
+    store: StoreId,
+    request: tessera_wire::kv::KvRequest,
+) -> Slot<Result<KvResponse, RpcError>> {
     let slot: Slot<Result<KvResponse, RpcError>> = Arc::default();
     let answer = slot.clone();
     cluster
         .store(store)
         .unwrap()
         .on_kv_request(request, Box::new(move |r| *answer.lock().unwrap() = Some(r)));
-    slot.lock().unwrap().take().expect("answered at once")
+    slot
 }
 
 fn put(cluster: &mut Cluster, k: &Bytes, v: &str) {
@@ -447,12 +451,7 @@ fn random_run(seed: u64, steps: u64) -> usize {
                 request.context.read_mode = ReadMode::ReplicaRead;
             }
             let id = history.invoke(client, op, now);
-            let slot: Slot<Result<KvResponse, RpcError>> = Arc::default();
-            let answer = slot.clone();
-            cluster
-                .store(store_id)
-                .unwrap()
-                .on_kv_request(request, Box::new(move |r| *answer.lock().unwrap() = Some(r)));
+            let slot = submit(&mut cluster, store_id, request);
             pending.insert(client, Pending { op: id, is_read, started: now, slot });
         }
         cluster.step(2);

@@ -146,6 +146,29 @@ async fn heartbeats_handed_over_in_bulk_arrive_like_single_messages() {
     assert_eq!(b.transport.stats().received(MessageClass::Heartbeat).frames, 2);
 }
 
+/// Starts `count` calls from `from` to node 2 (`b`) that are each served for `ms`, and
+/// waits until `b` has received them all.
+async fn spawn_slow_rpcs(
+    from: &Arc<common::TestNode>,
+    b: &common::TestNode,
+    count: u64,
+    ms: u32,
+) -> Vec<tokio::task::JoinHandle<Result<tessera_wire::rpc::RpcResponse, TransportError>>> {
+    let served = b.transport.stats().received(MessageClass::Rpc).messages;
+    let slow = (0..count)
+        .map(|_| {
+            let from = from.clone();
+            tokio::spawn(async move { from.transport.rpc(NodeId(2), sleepy(ms), DEADLINE).await })
+        })
+        .collect();
+    let deadline = Instant::now() + DEADLINE;
+    while b.transport.stats().received(MessageClass::Rpc).messages < served + count {
+        assert!(Instant::now() < deadline, "slow RPCs never arrived");
+        tokio::task::yield_now().await;
+    }
+    slow
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rpc_round_trip_deadline_and_server_busy() {
     let dir = tempfile::tempdir().unwrap();
@@ -180,18 +203,7 @@ async fn rpc_round_trip_deadline_and_server_busy() {
     assert!(started.elapsed() < Duration::from_secs(2));
 
     // Client bound: 2 in flight, the third is answered ServerBusy locally at once.
-    let served = b.transport.stats().received(MessageClass::Rpc).messages;
-    let slow: Vec<_> = (0..2)
-        .map(|_| {
-            let a = a.clone();
-            tokio::spawn(async move { a.transport.rpc(NodeId(2), sleepy(1_500), DEADLINE).await })
-        })
-        .collect();
-    let deadline = Instant::now() + DEADLINE;
-    while b.transport.stats().received(MessageClass::Rpc).messages < served + 2 {
-        assert!(Instant::now() < deadline, "slow RPCs never arrived");
-        tokio::task::yield_now().await;
-    }
+    let slow = spawn_slow_rpcs(&a, &b, 2, 1_500).await;
     let started = Instant::now();
     let response = a.transport.rpc(NodeId(2), sleepy(0), DEADLINE).await.unwrap();
     assert!(
@@ -210,17 +222,7 @@ async fn rpc_round_trip_deadline_and_server_busy() {
     c_config.rpc_inflight_max = 100;
     let c = Arc::new(start(c_config).await);
     c.transport.set_peer(NodeId(2), b.addr);
-    let slow: Vec<_> = (0..3)
-        .map(|_| {
-            let c = c.clone();
-            tokio::spawn(async move { c.transport.rpc(NodeId(2), sleepy(2_000), DEADLINE).await })
-        })
-        .collect();
-    let deadline = Instant::now() + DEADLINE;
-    while b.transport.stats().received(MessageClass::Rpc).messages < served + 2 + 3 {
-        assert!(Instant::now() < deadline, "slow RPCs never arrived");
-        tokio::task::yield_now().await;
-    }
+    let slow = spawn_slow_rpcs(&c, &b, 3, 2_000).await;
     let response = c.transport.rpc(NodeId(2), sleepy(0), DEADLINE).await.unwrap();
     match &response.result {
         RpcResult::Err(RpcError::ServerBusy { reason, .. }) => {
@@ -285,18 +287,7 @@ async fn calls_waiting_on_a_lane_fail_at_once_when_its_connection_goes() {
     let b = start(config(dir.path(), 2)).await;
     mesh(&[&a, &b]);
     a.transport.rpc(NodeId(2), sleepy(0), DEADLINE).await.unwrap();
-    let served = b.transport.stats().received(MessageClass::Rpc).messages;
-    let slow: Vec<_> = (0..8)
-        .map(|_| {
-            let a = a.clone();
-            tokio::spawn(async move { a.transport.rpc(NodeId(2), sleepy(20_000), DEADLINE).await })
-        })
-        .collect();
-    let deadline = Instant::now() + DEADLINE;
-    while b.transport.stats().received(MessageClass::Rpc).messages < served + 8 {
-        assert!(Instant::now() < deadline, "slow RPCs never arrived");
-        tokio::task::yield_now().await;
-    }
+    let slow = spawn_slow_rpcs(&a, &b, 8, 20_000).await;
     let started = Instant::now();
     drop(b);
     for call in slow {
