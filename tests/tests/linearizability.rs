@@ -16,12 +16,17 @@
 //! violation too.
 //!
 //! How outcomes are recorded: a get that fails constrains nothing and is dropped. A put or
-//! delete that fails has an unknown outcome whatever the error (the client retries them
-//! after ambiguous failures, so an earlier attempt may have been applied even when the last
-//! error is a definite refusal). A compare-and-swap is never resent after an ambiguous
-//! failure: `Timeout` and `OutcomeUnknown` leave its outcome unknown, and any other error
-//! means it was not applied (the client's documented contract, checked here). After an
-//! unknown outcome, the client goes on as a new process of the history.
+//! delete that fails has an unknown outcome whatever the error (conservative: the client
+//! does not resend writes after ambiguous failures, so a definite refusal means nothing was
+//! applied, but the history does not lean on it). A compare-and-swap that fails with
+//! `Timeout` or `OutcomeUnknown` has an unknown outcome, and any other error means it was
+//! not applied (the client's documented contract, checked here). An unknown outcome may
+//! take effect at any time after its invocation, later faults included. After one, the
+//! client goes on as a new process of the history.
+//!
+//! The clients keep the default `retry_ambiguous_writes = false`: with resent writes, an
+//! attempt held by the frozen store is applied after its retry was acknowledged and after
+//! later writes, and the history is (rightly) not linearizable.
 //!
 //! `LIN_SEED=n` replays the workload's choices (not the timing of the faults). On failure
 //! the test's directory (every process's log, the data) is kept and its path printed.

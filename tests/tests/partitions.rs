@@ -4,8 +4,9 @@
 //!
 //! Every scenario runs one sequential writer per key (six keys over both ranges) that
 //! reads each acknowledged write back at once (single writer per key: a linearizable read
-//! returns exactly that write), and ends by checking that every key holds its last
-//! acknowledged value or a later attempted one.
+//! returns exactly that write, or one of the writer's failed writes, whose outcome is
+//! unknown and which may take effect at any later time), and ends by checking that every
+//! key holds its last acknowledged value, a later attempted one or a failed one.
 //!
 //! - The store leading a range is cut from every other node: the majority elects another
 //!   leader and serves; the isolated store acknowledges no write and serves no stale read
@@ -428,6 +429,11 @@ impl KeyHistory {
         self.acked.last().map(|(seq, _, _)| *seq)
     }
 
+    /// Whether write `seq` failed (its outcome is unknown).
+    fn failed_write(&self, seq: u64) -> bool {
+        self.failed.iter().any(|(failed, _, _)| *failed == seq)
+    }
+
     /// Acknowledged writes sent at or after `since`.
     fn acked_since(&self, since: Instant) -> usize {
         self.acked.iter().filter(|(_, sent, _)| *sent >= since).count()
@@ -472,6 +478,9 @@ impl Writers {
                     // The only writer of the key: a linearizable read returns this write.
                     match client.get(key).await {
                         Ok(Some(value)) if value_seq(key, &value) == seq => {}
+                        // An earlier write of unknown outcome, applied late: allowed.
+                        Ok(Some(value))
+                            if history.lock().unwrap().failed_write(value_seq(key, &value)) => {}
                         Ok(other) => history.lock().unwrap().violations.push(format!(
                             "{key}: write {seq} acknowledged, then read back {other:?}"
                         )),
@@ -514,9 +523,9 @@ impl Writers {
         }
     }
 
-    /// Stops the writers, waits for them, and checks what they saw; returns, per key, the
-    /// lowest and highest sequence numbers the final value may carry.
-    fn finish(self, cluster: &Cluster) -> BTreeMap<&'static str, (Option<u64>, u64)> {
+    /// Stops the writers, waits for them, and checks what they saw; returns, per key, what
+    /// the final value may be.
+    fn finish(self, cluster: &Cluster) -> BTreeMap<&'static str, FinalBounds> {
         self.stop.store(true, Ordering::Relaxed);
         for task in self.tasks {
             cluster.runtime.block_on(task).unwrap();
@@ -539,25 +548,37 @@ impl Writers {
                 history.read_errors
             );
             assert!(history.violations.is_empty(), "{:#?}", history.violations);
-            bounds.insert(*key, (history.last_acked(), history.attempted));
+            let failed = history.failed.iter().map(|(seq, _, _)| *seq).collect();
+            let final_bounds =
+                FinalBounds { acked: history.last_acked(), attempted: history.attempted, failed };
+            bounds.insert(*key, final_bounds);
         }
         bounds
     }
 }
 
-/// Checks, through the client, that every key holds its last acknowledged write or a later
-/// attempted one.
-fn check_final(cluster: &Cluster, bounds: &BTreeMap<&'static str, (Option<u64>, u64)>) {
+/// What one key's final value may be: its last acknowledged write or a later attempted one
+/// (`acked..=attempted`), or a write that failed (outcome unknown: it may land late).
+struct FinalBounds {
+    acked: Option<u64>,
+    attempted: u64,
+    failed: Vec<u64>,
+}
+
+/// Checks, through the client, that every key holds what [`FinalBounds`] allows.
+fn check_final(cluster: &Cluster, bounds: &BTreeMap<&'static str, FinalBounds>) {
     let keys: Vec<Bytes> = KEYS.iter().map(|key| Bytes::from(*key)).collect();
     let got: BTreeMap<Bytes, Bytes> =
         cluster.runtime.block_on(cluster.client.batch_get(keys)).unwrap().into_iter().collect();
-    for (key, (acked, attempted)) in bounds {
+    for (key, FinalBounds { acked, attempted, failed }) in bounds {
         let held = got.get(key.as_bytes()).map(|value| value_seq(key, value));
         match (acked, held) {
             (None, None) => {}
             (_, Some(seq)) => assert!(
-                acked.is_none_or(|acked| seq >= acked) && seq <= *attempted,
-                "{key} holds write {seq}; last acknowledged {acked:?}, last attempted {attempted}"
+                (acked.is_none_or(|acked| seq >= acked) && seq <= *attempted)
+                    || failed.contains(&seq),
+                "{key} holds write {seq}; last acknowledged {acked:?}, last attempted \
+                 {attempted}, failed {failed:?}"
             ),
             (Some(acked), None) => panic!("{key}: acknowledged write {acked} lost"),
         }

@@ -46,6 +46,18 @@ pub struct ClientConfig {
     /// How long a store that failed at the transport (down, cut off) is tried only after
     /// the other replicas (default 3 s).
     pub suspect_for: Duration,
+    /// Whether a put, delete, batch put or delete range is sent again after an ambiguous
+    /// failure (an attempt timed out, the connection broke after sending, the store
+    /// answered `Timeout` or `Internal`). Default `false`: the call fails with
+    /// [`ClientError::Timeout`] or [`ClientError::OutcomeUnknown`] instead, as a
+    /// compare-and-swap always does.
+    ///
+    /// `true` trades linearizability for availability: the earlier attempt may still be
+    /// on its way (held by a paused store, or in the network) and be applied after the
+    /// retry was acknowledged, even after later writes of other clients, which it then
+    /// undoes. Fit for bulk loads of keys nobody else writes; not for keys written
+    /// concurrently.
+    pub retry_ambiguous_writes: bool,
 }
 
 impl ClientConfig {
@@ -64,6 +76,7 @@ impl ClientConfig {
             backoff_min: Duration::from_millis(10),
             backoff_max: Duration::from_millis(500),
             suspect_for: Duration::from_secs(3),
+            retry_ambiguous_writes: false,
         }
     }
 

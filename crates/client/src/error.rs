@@ -3,8 +3,11 @@
 //! What a failure says about a write:
 //!
 //! - [`ClientError::Timeout`] and [`ClientError::OutcomeUnknown`]: the write may or may not
-//!   have been applied. An idempotent write (put, delete, batch put, delete range) may simply
-//!   be repeated; a compare-and-swap must be checked by reading the key.
+//!   have been applied, and may even be applied later (its attempt may still be on its way).
+//!   Read the key to learn what happened; repeating the write makes it happen at least once,
+//!   but not at one point in time (see [`ClientConfig::retry_ambiguous_writes`]).
+//!
+//! [`ClientConfig::retry_ambiguous_writes`]: crate::ClientConfig::retry_ambiguous_writes
 //! - Every other variant: the write was not applied by the failing attempt. (For a batch
 //!   spanning several ranges, other ranges' parts may have been applied: batches are atomic
 //!   per range only.)
@@ -17,8 +20,8 @@ use tessera_wire::errors::RpcError;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
-    /// The call did not finish within [`ClientConfig::request_timeout`], or a
-    /// compare-and-swap attempt timed out. A write's outcome is unknown.
+    /// The call did not finish within [`ClientConfig::request_timeout`], or a write's
+    /// attempt timed out (writes are not resent after that). A write's outcome is unknown.
     ///
     /// [`ClientConfig::request_timeout`]: crate::ClientConfig::request_timeout
     #[error("{operation}: timed out after {elapsed:?} ({attempts} attempts; last: {last})")]
@@ -32,9 +35,9 @@ pub enum ClientError {
         /// The last failure seen, for logs.
         last: String,
     },
-    /// A compare-and-swap attempt failed in a way that leaves its outcome unknown (the
-    /// connection broke after sending, or the server could not say). It is not retried:
-    /// read the key to learn what happened.
+    /// A write's attempt failed in a way that leaves its outcome unknown (the connection
+    /// broke after sending, or the server could not say). It is not resent: read the key to
+    /// learn what happened.
     #[error("{operation}: outcome unknown: {reason}")]
     OutcomeUnknown {
         /// The operation.

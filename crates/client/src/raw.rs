@@ -30,9 +30,15 @@
 //! with [`ClientError::Unavailable`] after [`ClientConfig::max_retries`] retries.
 //!
 //! Ambiguous failures (a timeout, a connection lost after sending, a server's `Timeout` or
-//! `Internal`) may hide an applied write. Reads and idempotent writes (put, delete, batch put,
-//! delete range) are simply retried; a compare-and-swap is not: it fails at once with
-//! [`ClientError::Timeout`] or [`ClientError::OutcomeUnknown`].
+//! `Internal`) may hide an applied write. Reads are simply retried. Writes are not: the call
+//! fails at once with [`ClientError::Timeout`] or [`ClientError::OutcomeUnknown`]. Even a
+//! put or a delete, idempotent on its own, cannot be resent safely: the earlier attempt may
+//! still be on its way (held by a paused store, or queued in the network) and be applied
+//! after the retry was acknowledged and after other clients' later writes, which it would
+//! silently undo. [`ClientConfig::retry_ambiguous_writes`] turns retries of put, delete,
+//! batch put and delete range back on, for callers who accept that; a compare-and-swap is
+//! never resent. Definite refusals (`NotLeader`, `EpochNotMatch`, `StaleCommand`, …) mean
+//! the attempt was not applied, and every call retries after them.
 //!
 //! # Requests spanning ranges
 //!
@@ -87,9 +93,9 @@ const SCAN_BYTES_TRUSTED: u64 = 256 << 10;
 /// How a call may be retried after an ambiguous failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Retry {
-    /// Reads and idempotent writes: retried.
+    /// Reads (and writes with [`ClientConfig::retry_ambiguous_writes`]): retried.
     Always,
-    /// Compare-and-swap: never resent after a failure that may hide an applied write.
+    /// Writes: never resent after a failure that may hide an applied write.
     AtMostOnce,
 }
 
@@ -389,14 +395,16 @@ impl RawClient {
     /// Sets `key` to `value`.
     ///
     /// # Errors
-    /// See [`ClientError`]; on [`ClientError::Timeout`] the write may have been applied.
+    /// See [`ClientError`]; after [`ClientError::Timeout`] or [`ClientError::OutcomeUnknown`]
+    /// the write may have been applied (it is not resent: see the [module
+    /// documentation](self)).
     pub async fn put(
         &self,
         key: impl Into<Bytes>,
         value: impl Into<Bytes>,
     ) -> Result<(), ClientError> {
         let key = key.into();
-        let call = self.call("put", Retry::Always);
+        let call = self.call("put", self.write_retry());
         let command = KvCommand::RawPut(RawPutRequest { key: key.clone(), value: value.into() });
         match self.call_range(call, &key, |_| command.clone()).await?.1 {
             KvResponse::RawPut => Ok(()),
@@ -413,7 +421,7 @@ impl RawClient {
         if pairs.is_empty() {
             return Ok(());
         }
-        let call = self.call("batch_put", Retry::Always);
+        let call = self.call("batch_put", self.write_retry());
         let mut last: HashMap<Bytes, Bytes> = HashMap::with_capacity(pairs.len());
         last.extend(pairs);
         let mut pairs: Vec<KvPair> =
@@ -430,10 +438,12 @@ impl RawClient {
     /// Deletes `key` (absent or not).
     ///
     /// # Errors
-    /// See [`ClientError`]; on [`ClientError::Timeout`] the delete may have been applied.
+    /// See [`ClientError`]; after [`ClientError::Timeout`] or [`ClientError::OutcomeUnknown`]
+    /// the delete may have been applied (it is not resent: see the [module
+    /// documentation](self)).
     pub async fn delete(&self, key: impl Into<Bytes>) -> Result<(), ClientError> {
         let key = key.into();
-        let call = self.call("delete", Retry::Always);
+        let call = self.call("delete", self.write_retry());
         let command = KvCommand::RawDelete(RawDeleteRequest { key: key.clone() });
         match self.call_range(call, &key, |_| command.clone()).await?.1 {
             KvResponse::RawDelete => Ok(()),
@@ -461,7 +471,7 @@ impl RawClient {
         if piece.is_empty() {
             return Ok(());
         }
-        let call = self.call("delete_range", Retry::Always);
+        let call = self.call("delete_range", self.write_retry());
         for answer in self.run_pieces(call, piece).await? {
             if answer != KvResponse::RawDeleteRange {
                 return Err(unexpected("delete_range", &answer));
@@ -558,6 +568,11 @@ impl RawClient {
             KvResponse::RawCompareAndSwap { succeeded, previous } => Ok((succeeded, previous)),
             other => Err(unexpected("compare_and_swap", &other)),
         }
+    }
+
+    /// How a put, delete, batch put or delete range may be retried.
+    fn write_retry(&self) -> Retry {
+        if self.inner.config.retry_ambiguous_writes { Retry::Always } else { Retry::AtMostOnce }
     }
 
     /// A call named `operation` starting now.
@@ -1043,7 +1058,7 @@ impl RawClient {
     }
 }
 
-/// The error for a compare-and-swap whose attempt may have been applied.
+/// The error for a write whose attempt may have been applied.
 fn ambiguous_outcome(call: Call, attempts: u32, last: String, timeout: bool) -> ClientError {
     if timeout {
         ClientError::Timeout {

@@ -265,6 +265,7 @@ fn raw_client_routes_retries_and_survives_a_store_kill() {
             let stop = stop.clone();
             writers.push(tokio::spawn(async move {
                 let mut acknowledged = Vec::new();
+                let mut unknown = 0usize;
                 let mut slowest = Duration::ZERO;
                 let mut n = 0usize;
                 while !stop.load(Ordering::Relaxed) {
@@ -273,12 +274,14 @@ fn raw_client_routes_retries_and_survives_a_store_kill() {
                     let started = Instant::now();
                     match client.put(key.clone(), value.clone()).await {
                         Ok(()) => acknowledged.push((key, value)),
+                        // Sent to the store as it died: not resent, applied or not.
+                        Err(error) if error.outcome_unknown() => unknown += 1,
                         Err(error) => panic!("writer {writer}, write {n}: {error}"),
                     }
                     slowest = slowest.max(started.elapsed());
                     n += 1;
                 }
-                (acknowledged, slowest)
+                (acknowledged, unknown, slowest)
             }));
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -291,8 +294,11 @@ fn raw_client_routes_retries_and_survives_a_store_kill() {
         stop.store(true, Ordering::Relaxed);
         let mut acknowledged = Vec::new();
         for writer in writers {
-            let (writes, slowest) = writer.await.unwrap();
-            eprintln!("writer: {} writes, slowest {slowest:?}", writes.len());
+            let (writes, unknown, slowest) = writer.await.unwrap();
+            eprintln!(
+                "writer: {} writes, {unknown} of unknown outcome, slowest {slowest:?}",
+                writes.len()
+            );
             assert!(!writes.is_empty());
             acknowledged.extend(writes);
         }
