@@ -10,7 +10,7 @@
 //! | `tessera_transport_batch_messages` | histogram | destination | Raft envelopes per `RaftBatch` frame |
 //! | `tessera_transport_heartbeats_per_message` | histogram | destination | heartbeat tuples per coalesced frame |
 //! | `tessera_transport_queue_messages` | gauge | destination | Raft messages queued for the node after a flush |
-//! | `tessera_transport_dropped_total` | counter | destination, reason | Raft messages dropped: `queue_full`, `unreachable`, `write_failed`, `fault_loss`, `fault_blocked`, `no_address` |
+//! | `tessera_transport_dropped_total` | counter | destination, reason | messages dropped: Raft messages (`queue_full`, `unreachable`, `write_failed`, `fault_loss`, `fault_blocked`, `no_address`), RPC requests and snapshot chunks lost to the fault hook (`fault_loss`), RPC requests whose call gave up before they were written (`abandoned`, never sent) |
 //! | `tessera_transport_reconnects_total` | counter | destination | connections established to a node after the first |
 //! | `tessera_transport_bad_frames_total` | counter | source | streams closed because of a bad frame |
 //! | `tessera_transport_rpc_busy_total` | counter | side | RPCs answered `ServerBusy` (`client`: local bound, `server`: server bound) |
@@ -59,7 +59,8 @@ impl MessageClass {
     }
 }
 
-/// Why Raft messages were dropped.
+/// Why messages were dropped: Raft messages for any reason; RPC requests for `FaultLoss` and
+/// `Abandoned`; snapshot chunks for `FaultLoss`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum DropReason {
     QueueFull,
@@ -68,16 +69,19 @@ pub(crate) enum DropReason {
     FaultLoss,
     FaultBlocked,
     NoAddress,
+    /// An RPC request whose call gave up (timed out, dropped) before it was written.
+    Abandoned,
 }
 
 impl DropReason {
-    const ALL: [Self; 6] = [
+    const ALL: [Self; 7] = [
         Self::QueueFull,
         Self::Unreachable,
         Self::WriteFailed,
         Self::FaultLoss,
         Self::FaultBlocked,
         Self::NoAddress,
+        Self::Abandoned,
     ];
 
     const fn label(self) -> &'static str {
@@ -88,6 +92,7 @@ impl DropReason {
             Self::FaultLoss => "fault_loss",
             Self::FaultBlocked => "fault_blocked",
             Self::NoAddress => "no_address",
+            Self::Abandoned => "abandoned",
         }
     }
 }
@@ -110,7 +115,7 @@ pub struct TransportStats {
     pub sent: [TrafficStats; 5],
     /// Received, indexed like [`MessageClass::ALL`].
     pub received: [TrafficStats; 5],
-    /// Raft messages dropped for any reason.
+    /// Messages dropped for any reason (`tessera_transport_dropped_total`).
     pub dropped_msgs: u64,
     /// Connections established to a node that had one before.
     pub reconnects: u64,
@@ -211,7 +216,7 @@ pub(crate) struct PeerMetrics {
     batch_messages: Histogram,
     heartbeats_per_message: Histogram,
     queue_messages: Gauge,
-    dropped: [Counter; 6],
+    dropped: [Counter; 7],
     reconnects: Counter,
     bad_frames: Counter,
 }

@@ -1,8 +1,9 @@
 //! RPCs over a few long-lived bidirectional streams per connection ("lanes"): a call queues
 //! its request frame on the next lane in turn and waits for the answer with its id; each
-//! side writes whatever queued up in one write. Deadlines on both sides, and bounds on both
-//! sides answered with `ServerBusy`. The server serves every request of a stream
-//! concurrently, so a stream carrying a single request (then finished) works as well.
+//! side writes whatever queued up in one write. A request whose call gave up before its
+//! frame was written is never sent. Deadlines on both sides, and bounds on both sides
+//! answered with `ServerBusy`. The server serves every request of a stream concurrently, so
+//! a stream carrying a single request (then finished) works as well.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -51,7 +52,15 @@ pub(crate) async fn wait_link(inner: &Inner, peer: &Peer) -> Result<Arc<Link>, T
     }
 }
 
-/// The client side of one RPC.
+/// The client side of one RPC: registers a waiter for the request's id on a lane, queues the
+/// frame (with its id) for the lane's writer and waits for the answer, all within `timeout`.
+///
+/// A call that ends before its frame was handed to quinn (its deadline passed while the
+/// frame waited behind a lane blocked by flow control — a slow or paused peer — or the
+/// caller dropped it) removes its waiter, and the writer then drops the frame instead of
+/// sending it ([`write_requests`]): a request reported as timed out (outcome unknown) is not
+/// executed by the server seconds later. Once handed to quinn, a request may still be
+/// served after its caller gave up.
 pub(crate) async fn call(
     inner: &Arc<Inner>,
     peer: &Arc<Peer>,
@@ -105,9 +114,10 @@ pub(crate) async fn call(
             }
         }
         let Some(lane) = lane else { return Err(lost(&"no RPC lane stays open")) };
-        // Forgets the waiter if the caller's deadline ends the call first.
+        // Forgets the waiter if the caller's deadline ends the call first; the writer then
+        // drops the frame if it has not written it yet.
         let _registered = Registered { lane: &lane, id };
-        if lane.queue.send(frame.clone()).is_err() {
+        if lane.queue.send((id, frame)).is_err() {
             return Err(lost(&"RPC lane closed"));
         }
         match answer.await {
@@ -142,10 +152,12 @@ pub(crate) struct Lanes {
 }
 
 /// One long-lived RPC stream: a writer task sends the queued requests, a reader task hands
-/// each answer to the call waiting for its id.
+/// each answer to the call waiting for its id. A queued request whose id is no longer in
+/// `waiting` when the writer takes it (its call timed out or went away) is dropped unsent.
 #[derive(Debug)]
 pub(crate) struct Lane {
-    queue: tokio::sync::mpsc::UnboundedSender<Bytes>,
+    /// Request frames to write, each with its request id.
+    queue: tokio::sync::mpsc::UnboundedSender<(u64, Bytes)>,
     /// Calls waiting for an answer, by request id; `None` once the lane failed.
     waiting: parking_lot::Mutex<Option<HashMap<u64, Waiter>>>,
 }
@@ -163,6 +175,21 @@ impl Lane {
 
     fn is_open(&self) -> bool {
         self.waiting.lock().is_some() && !self.queue.is_closed()
+    }
+
+    /// Moves the frames of `queued` whose call still waits into `chunks` and drops the others
+    /// (every one once the lane failed: their calls were failed); how many it dropped. One
+    /// lock for the whole batch.
+    fn keep_waited(&self, queued: &mut Vec<(u64, Bytes)>, chunks: &mut Vec<Bytes>) -> usize {
+        let before = chunks.len();
+        let count = queued.len();
+        if let Some(waiting) = self.waiting.lock().as_ref() {
+            chunks.extend(
+                queued.drain(..).filter(|(id, _)| waiting.contains_key(id)).map(|(_, f)| f),
+            );
+        }
+        queued.clear();
+        count - (chunks.len() - before)
     }
 
     /// Fails every waiting call; later calls pick another lane.
@@ -220,22 +247,40 @@ async fn open_lane(
     Ok(lane)
 }
 
-/// Writes a lane's requests as they are queued, several per write when they queued up;
-/// finishes the stream when the lane is dropped.
+/// Writes a lane's requests as they are queued, several per write when they queued up (up to
+/// [`WRITE_BATCH_MAX`]); finishes the stream when the lane is dropped.
+///
+/// Just before a batch is handed to quinn, the requests whose call no longer waits (it timed
+/// out or was dropped while its frame sat in the queue, e.g. behind a peer that stopped
+/// reading and so blocked the previous write) are dropped and counted
+/// ([`DropReason::Abandoned`]): never sent, so never executed after the caller gave up. One
+/// upgrade of the lane and one lock of its waiters per batch.
 async fn write_requests(
     inner: Arc<Inner>,
     peer: Arc<Peer>,
     lane: Arc<Lane>,
     mut send: quinn::SendStream,
-    mut requests: tokio::sync::mpsc::UnboundedReceiver<Bytes>,
+    mut requests: tokio::sync::mpsc::UnboundedReceiver<(u64, Bytes)>,
 ) {
     // Only a weak hold from here on: the lane goes (and this task ends) with its last user.
     let weak = Arc::downgrade(&lane);
     drop(lane);
-    let mut chunks = Vec::new();
-    while let Some(frame) = requests.recv().await {
-        let more = || requests.try_recv().ok();
-        if let Err(error) = write_batch(&inner, &peer, &mut send, &mut chunks, frame, more).await {
+    let mut queued = Vec::with_capacity(WRITE_BATCH_MAX);
+    let mut chunks = Vec::with_capacity(WRITE_BATCH_MAX);
+    while requests.recv_many(&mut queued, WRITE_BATCH_MAX).await > 0 {
+        // No lane, no call waiting on it: what is left was abandoned.
+        let Some(lane) = weak.upgrade() else {
+            peer.metrics.dropped(&inner.stats, DropReason::Abandoned, queued.len());
+            break;
+        };
+        let abandoned = lane.keep_waited(&mut queued, &mut chunks);
+        // Not held across the write: the lane may go while it blocks.
+        drop(lane);
+        peer.metrics.dropped(&inner.stats, DropReason::Abandoned, abandoned);
+        if chunks.is_empty() {
+            continue;
+        }
+        if let Err(error) = write_batch(&inner, &peer, &mut send, &mut chunks).await {
             if let Some(lane) = weak.upgrade() {
                 let reason = error.to_string();
                 lane.fail(|| TransportError::ConnectionLost {
@@ -249,21 +294,13 @@ async fn write_requests(
     let _ = send.finish();
 }
 
-/// Writes `first` and the frames `more` has ready (up to [`WRITE_BATCH_MAX`] in all) in one
-/// write.
+/// Writes the frames of `chunks` (at most [`WRITE_BATCH_MAX`]) in one write and empties it.
 async fn write_batch(
     inner: &Inner,
     peer: &Peer,
     send: &mut quinn::SendStream,
     chunks: &mut Vec<Bytes>,
-    first: Bytes,
-    mut more: impl FnMut() -> Option<Bytes>,
 ) -> Result<(), quinn::WriteError> {
-    chunks.push(first);
-    while chunks.len() < WRITE_BATCH_MAX {
-        let Some(frame) = more() else { break };
-        chunks.push(frame);
-    }
     let count = chunks.len();
     let bytes: usize = chunks.iter().map(Bytes::len).sum();
     send.write_all_chunks(chunks).await?;
@@ -388,10 +425,9 @@ async fn write_answers(
     mut send: quinn::SendStream,
     mut queue: tokio::sync::mpsc::Receiver<Bytes>,
 ) {
-    let mut chunks = Vec::new();
-    while let Some(frame) = queue.recv().await {
-        let more = || queue.try_recv().ok();
-        if write_batch(&inner, &peer, &mut send, &mut chunks, frame, more).await.is_err() {
+    let mut chunks = Vec::with_capacity(WRITE_BATCH_MAX);
+    while queue.recv_many(&mut chunks, WRITE_BATCH_MAX).await > 0 {
+        if write_batch(&inner, &peer, &mut send, &mut chunks).await.is_err() {
             return;
         }
     }

@@ -16,7 +16,10 @@ use tessera_wire::frame::{FrameDecoder, encode_frame};
 use tessera_wire::ids::{NodeId, RangeId, StoreId};
 use tessera_wire::placement::{PlacementRequest, PlacementResponse};
 use tessera_wire::raft::MessageKind;
-use tessera_wire::rpc::{RpcRequest, RpcRequestBody, RpcResponseBody, RpcResult};
+use tessera_wire::range::RangeEpoch;
+use tessera_wire::rpc::{
+    RpcRequest, RpcRequestBody, RpcResponse, RpcResponseBody, RpcResult, StoreAdminRequest,
+};
 use tessera_wire::transport::{
     Heartbeat, Hello, RaftBatch, SnapshotChunk, SnapshotFile, SnapshotHeader, SnapshotStatus,
 };
@@ -619,6 +622,136 @@ async fn one_stream_has_at_most_1024_requests_served_at_once() {
     decoder.finish().unwrap();
     ids.sort_unstable();
     assert_eq!(ids, (0..REQUESTS as u64).collect::<Vec<_>>());
+}
+
+/// A raw quinn server holding a valid certificate of the cluster, granting each stream only
+/// `stream_window` bytes of flow-control credit until it reads them.
+fn rogue_server(dir: &std::path::Path, stream_window: u32) -> quinn::Endpoint {
+    let tls =
+        NodeTls::load(&TlsSource::DevGenerated { dir: dir.to_owned() }, "rogue-server").unwrap();
+    let mut server_config = tls.server_config().unwrap();
+    let mut transport = quinn::TransportConfig::default();
+    transport.stream_receive_window(quinn::VarInt::from_u32(stream_window));
+    server_config.transport_config(Arc::new(transport));
+    quinn::Endpoint::server(server_config, "127.0.0.1:0".parse().unwrap()).unwrap()
+}
+
+/// An RPC body of a little more than `bytes` bytes, told apart by `tag`.
+fn tagged(tag: u64, bytes: usize) -> RpcRequestBody {
+    RpcRequestBody::StoreAdmin(StoreAdminRequest::Split {
+        range: RangeId(1),
+        epoch: RangeEpoch::default(),
+        split_key: Bytes::from(vec![0x5a; bytes]),
+        new_range: RangeId(tag),
+        new_replicas: Vec::new(),
+    })
+}
+
+/// Reads an RPC lane on the rogue server: records each request's tag in `seen`, answers it.
+async fn serve_rogue_lane(
+    (mut send, mut recv): (quinn::SendStream, quinn::RecvStream),
+    seen: Arc<parking_lot::Mutex<Vec<u64>>>,
+) {
+    let mut decoder = FrameDecoder::default();
+    while let Ok(Some(chunk)) = recv.read_chunk(1 << 20, true).await {
+        decoder.feed(&chunk.bytes).unwrap();
+        while let Some(frame) = decoder.next_frame().unwrap() {
+            let request = frame.decode_rpc_request().unwrap();
+            let RpcRequestBody::StoreAdmin(StoreAdminRequest::Split { new_range, .. }) =
+                request.body
+            else {
+                panic!("unexpected request {request:?}");
+            };
+            seen.lock().push(new_range.get());
+            let answer = RpcResponse {
+                id: request.id,
+                result: RpcResult::Ok(RpcResponseBody::Placement(PlacementResponse::AllocId {
+                    first: 0,
+                    count: 0,
+                })),
+            };
+            send.write_all(&encode_frame(&answer).unwrap()).await.unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_request_whose_caller_gave_up_before_it_was_written_is_never_sent() {
+    // Flow-control credit per stream on the server; a filler request is 4 times larger.
+    const WINDOW: u32 = 16 << 10;
+    // RPC lanes per connection (`rpc::LANES`), taken by the calls in turn.
+    const LANES: u64 = 4;
+    const DOOMED: u64 = 32;
+    let dir = tempfile::tempdir().unwrap();
+    let a = Arc::new(start(config(dir.path(), 1)).await);
+    let server = rogue_server(dir.path(), WINDOW);
+    a.transport.set_peer(NodeId(3), server.local_addr().unwrap());
+    // Node 3: answers the Hello, then hands over the RPC lanes, unread.
+    let (lanes, mut accepted) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let conn = server.accept().await.unwrap().await.unwrap();
+        let (mut send, mut recv) = conn.accept_bi().await.unwrap();
+        recv.read_to_end(1024).await.unwrap();
+        let hello = encode_frame(&Hello::new(common::CLUSTER, NodeId(3))).unwrap();
+        send.write_all(&hello).await.unwrap();
+        let _ = send.finish();
+        while let Ok(lane) = conn.accept_bi().await {
+            let _ = lanes.send(lane);
+        }
+    });
+
+    // One filler per lane, whose caller keeps waiting: once the server sees a lane, the
+    // lane's writer is stuck in its filler's write (4 windows' worth) until the server reads.
+    let fillers: Vec<_> = (0..LANES)
+        .map(|tag| {
+            let a = a.clone();
+            let body = tagged(tag, 4 * WINDOW as usize);
+            tokio::spawn(async move { a.transport.rpc(NodeId(3), body, DEADLINE).await })
+        })
+        .collect();
+    let mut held = Vec::new();
+    for _ in 0..LANES {
+        held.push(tokio::time::timeout(DEADLINE, accepted.recv()).await.unwrap().unwrap());
+    }
+    assert_eq!(a.transport.stats().rpc_lanes_opened, LANES);
+
+    // Calls queued behind the fillers, on every lane, that give up while queued.
+    let dropped = a.transport.stats().dropped_msgs;
+    let doomed: Vec<_> = (100..100 + DOOMED)
+        .map(|tag| {
+            let a = a.clone();
+            let body = tagged(tag, 64);
+            tokio::spawn(async move {
+                a.transport.rpc(NodeId(3), body, Duration::from_millis(200)).await
+            })
+        })
+        .collect();
+    for call in doomed {
+        let outcome = call.await.unwrap();
+        assert!(matches!(outcome, Err(TransportError::Timeout { .. })), "{outcome:?}");
+    }
+
+    // The server reads again: the fillers go through, the given-up calls do not.
+    let seen = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    for lane in held {
+        tokio::spawn(serve_rogue_lane(lane, seen.clone()));
+    }
+    for filler in fillers {
+        assert!(filler.await.unwrap().unwrap().result.into_result().is_ok());
+    }
+    // One call per lane issued now: each arrives, and after whatever its lane still held.
+    for tag in 200..200 + LANES {
+        let response = a.transport.rpc(NodeId(3), tagged(tag, 64), DEADLINE).await.unwrap();
+        assert!(response.result.into_result().is_ok());
+    }
+    let mut seen = seen.lock().clone();
+    seen.sort_unstable();
+    assert_eq!(
+        seen,
+        (0..LANES).chain(200..200 + LANES).collect::<Vec<_>>(),
+        "requests whose callers had given up reached the server"
+    );
+    assert_eq!(a.transport.stats().dropped_msgs - dropped, DOOMED);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
