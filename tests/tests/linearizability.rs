@@ -60,6 +60,9 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
 const WAIT: Duration = Duration::from_secs(45);
 /// The process ids of the final reads (workers start at 0 and count up).
 const FINAL_READER: u64 = 1_000_000;
+/// Operations that must complete before the history is checked (the budget, `KEYS *
+/// OPS_PER_KEY`, is far above).
+const MIN_COMPLETED: usize = 300;
 
 fn key(k: u64) -> Bytes {
     Bytes::from(format!("lin/{k}"))
@@ -248,7 +251,12 @@ impl Workload {
     /// Waits until at least `ops` more operations completed (so that a fault hits a loaded
     /// cluster), or the workers spent their budget.
     fn wait_for_ops(&self, ops: usize) {
-        let target = self.recorder.counts().completed + ops;
+        self.wait_for_completed(self.recorder.counts().completed + ops);
+    }
+
+    /// Waits until at least `target` operations completed in all, or the workers spent
+    /// their budget.
+    fn wait_for_completed(&self, target: usize) {
         let started = Instant::now();
         while self.recorder.counts().completed < target {
             if self.finished.load(Ordering::Relaxed) == WORKERS as usize {
@@ -338,8 +346,10 @@ fn run(
     eprintln!("{name}: faults over after {:?}", faults_started.elapsed());
     let took = cluster.wait_healthy(ranges, VOTERS, WAIT);
     eprintln!("{name}: healthy {took:?} later; leaders {:?}", cluster.leader_counts());
-    // Some load on the healed cluster.
+    // Some load on the healed cluster, and enough operations in all for the history to mean
+    // something (a slow machine completes fewer while the faults run).
     workload.wait_for_ops(50);
+    workload.wait_for_completed(MIN_COMPLETED);
     let recorder = workload.stop(&cluster);
     let finals = final_reads(&cluster, &recorder);
 
@@ -348,7 +358,10 @@ fn run(
         "{name}: {counts:?} operations; per key {:?}; final values {finals:?}",
         recorder.counts_by_key()
     );
-    assert!(counts.completed >= 300, "too few operations completed to mean anything: {counts:?}");
+    assert!(
+        counts.completed >= MIN_COMPLETED,
+        "too few operations completed to mean anything: {counts:?}"
+    );
     let started = Instant::now();
     let verdict = recorder.check();
     eprintln!("{name}: history checked in {:?}", started.elapsed());
