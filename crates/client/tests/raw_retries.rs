@@ -35,10 +35,11 @@ const CLUSTER: u64 = 12;
 /// The placement node's id.
 const PLACEMENT: u64 = 10;
 /// How long the client waits for one attempt: store 1 never answers, so every attempt sent
-/// to it ends after this.
-const ATTEMPT: Duration = Duration::from_millis(300);
+/// to it ends after this. Long enough that the first dial of a store (QUIC and TLS) fits
+/// in it on a loaded machine, so the request reaches the store before the attempt ends.
+const ATTEMPT: Duration = Duration::from_secs(1);
 /// How long one call may take overall; a write that is not resent fails well before it.
-const REQUEST: Duration = Duration::from_secs(5);
+const REQUEST: Duration = Duration::from_secs(10);
 
 /// The placement driver, as far as connecting and routing need it.
 #[derive(Debug)]
