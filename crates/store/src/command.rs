@@ -103,6 +103,20 @@ impl Command {
         }
     }
 
+    /// The first user key a data command touches (`None` for the others): where a refusal
+    /// looks for the range now holding it.
+    #[must_use]
+    pub fn first_key(&self) -> Option<&Bytes> {
+        match self {
+            Self::Write { ops, .. } => ops.first().map(|op| match op {
+                WriteOp::Put { key, .. } | WriteOp::Delete { key } => key,
+                WriteOp::DeleteRange { start, .. } => start,
+            }),
+            Self::CompareAndSwap { key, .. } => Some(key),
+            Self::CompactLog { .. } | Self::Split { .. } => None,
+        }
+    }
+
     /// The bytes proposed to Raft.
     #[must_use]
     pub fn encode(&self) -> Bytes {

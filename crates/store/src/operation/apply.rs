@@ -198,7 +198,10 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
         }
         let header = *command.header();
         if header.range != range || header.epoch.version != descriptor.epoch.version {
-            let refusal = RpcError::EpochNotMatch { ranges: vec![descriptor.clone()] };
+            // A split applied since the proposal may have moved the key: name its holder.
+            let current = descriptor.clone();
+            let created = apply.new_ranges.iter().map(|new| &new.descriptor);
+            let refusal = self.epoch_not_match_at(current, command.first_key(), created);
             return Ok(match command {
                 Command::Split { .. } => Applied::Split(Err(refusal)),
                 _ => Applied::Kv(Err(refusal)),

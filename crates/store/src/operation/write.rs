@@ -227,13 +227,29 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
         current: RangeDescriptor,
         command: &KvCommand,
     ) -> RpcError {
-        let holder = sample_key(command).filter(|key| !current.contains_key(key)).and_then(|key| {
+        self.epoch_not_match_at(current, sample_key(command), [])
+    }
+
+    /// `EpochNotMatch` with `current` and, when `key` left it, the descriptor of the range
+    /// holding `key` now: one of this store's ranges, or of `created` (right-hand ranges
+    /// split off in the batch being applied, not yet replicas here). See
+    /// [`Self::epoch_not_match`].
+    pub(crate) fn epoch_not_match_at<'a>(
+        &'a self,
+        current: RangeDescriptor,
+        key: Option<&Bytes>,
+        created: impl IntoIterator<Item = &'a RangeDescriptor>,
+    ) -> RpcError {
+        let holder = key.filter(|key| !current.contains_key(key)).and_then(|key| {
             self.peers
                 .values()
-                .find(|peer| peer.is_initialized() && peer.descriptor.contains_key(key))
+                .filter(|peer| peer.is_initialized())
+                .map(|peer| &peer.descriptor)
+                .chain(created)
+                .find(|descriptor| descriptor.contains_key(key))
         });
         let mut ranges = vec![current];
-        ranges.extend(holder.map(|peer| peer.descriptor.clone()));
+        ranges.extend(holder.cloned());
         RpcError::EpochNotMatch { ranges }
     }
 }
