@@ -6,11 +6,11 @@
 //!   have been applied, and may even be applied later (its attempt may still be on its way).
 //!   Read the key to learn what happened; repeating the write makes it happen at least once,
 //!   but not at one point in time (see [`ClientConfig::retry_ambiguous_writes`]).
-//!
-//! [`ClientConfig::retry_ambiguous_writes`]: crate::ClientConfig::retry_ambiguous_writes
 //! - Every other variant: the write was not applied by the failing attempt. (For a batch
 //!   spanning several ranges, other ranges' parts may have been applied: batches are atomic
 //!   per range only.)
+//!
+//! [`ClientConfig::retry_ambiguous_writes`]: crate::ClientConfig::retry_ambiguous_writes
 
 use std::time::Duration;
 
