@@ -97,12 +97,28 @@ fn get(cluster: &mut Cluster, k: &Bytes) -> Option<Bytes> {
 fn split(cluster: &mut Cluster, at: &Bytes) -> (RangeDescriptor, RangeDescriptor) {
     assert!(cluster.run_until(2_000, |c| c.leader_of(at).is_some()), "no leader");
     let (store_id, descriptor) = cluster.leader_of(at).unwrap();
+    let (_, slot) = submit_split(cluster, store_id, &descriptor, at);
+    assert!(cluster.run_until(2_000, |_| slot.lock().unwrap().is_some()));
+    slot.lock().unwrap().take().unwrap().unwrap()
+}
+
+/// What a split answers: the left- and right-hand descriptors.
+type SplitAnswer = Result<(RangeDescriptor, RangeDescriptor), RpcError>;
+
+/// Hands `store` (the leader of `descriptor`) a split at `at` with fresh ids; returns the
+/// right-hand range's id and the slot its answer lands in.
+fn submit_split(
+    cluster: &mut Cluster,
+    store: StoreId,
+    descriptor: &RangeDescriptor,
+    at: &Bytes,
+) -> (RangeId, Slot<SplitAnswer>) {
     let new_range = RangeId(cluster.fresh_id());
     let replicas: Vec<ReplicaId> =
         descriptor.replicas.iter().map(|_| ReplicaId(cluster.fresh_id())).collect();
-    let slot: Slot<Result<(RangeDescriptor, RangeDescriptor), RpcError>> = Arc::default();
+    let slot: Slot<SplitAnswer> = Arc::default();
     let answer = slot.clone();
-    cluster.store(store_id).unwrap().split(
+    cluster.store(store).unwrap().split(
         descriptor.id,
         descriptor.epoch,
         at.clone(),
@@ -110,8 +126,7 @@ fn split(cluster: &mut Cluster, at: &Bytes) -> (RangeDescriptor, RangeDescriptor
         replicas,
         Box::new(move |result| *answer.lock().unwrap() = Some(result)),
     );
-    assert!(cluster.run_until(2_000, |_| slot.lock().unwrap().is_some()));
-    slot.lock().unwrap().take().unwrap().unwrap()
+    (new_range, slot)
 }
 
 #[test]
@@ -227,19 +242,7 @@ fn a_write_overtaken_by_a_split_is_refused_naming_the_new_holder() {
     let (leader, before) = cluster.leader_of(&key(7)).unwrap();
     // The split first, then the write, both handed over before a round runs: the write
     // passes the epoch check on arrival and is in the log after the split.
-    let new_range = RangeId(cluster.fresh_id());
-    let replicas: Vec<ReplicaId> =
-        before.replicas.iter().map(|_| ReplicaId(cluster.fresh_id())).collect();
-    let split_done: Slot<Result<(RangeDescriptor, RangeDescriptor), RpcError>> = Arc::default();
-    let answer = split_done.clone();
-    cluster.store(leader).unwrap().split(
-        before.id,
-        before.epoch,
-        key(5),
-        new_range,
-        replicas,
-        Box::new(move |result| *answer.lock().unwrap() = Some(result)),
-    );
+    let (new_range, split_done) = submit_split(&mut cluster, leader, &before, &key(5));
     let late_put = KvCommand::RawPut(RawPutRequest { key: key(7), value: Bytes::from("late") });
     let write = submit(&mut cluster, leader, request(&before, leader, late_put));
     assert!(write.lock().unwrap().is_none(), "refused on arrival");
@@ -394,17 +397,7 @@ fn random_run(seed: u64, steps: u64) -> usize {
                 && descriptor.start_key != at
             {
                 split_points.remove(0);
-                let new_range = RangeId(cluster.fresh_id());
-                let replicas =
-                    descriptor.replicas.iter().map(|_| ReplicaId(cluster.fresh_id())).collect();
-                cluster.store(store_id).unwrap().split(
-                    descriptor.id,
-                    descriptor.epoch,
-                    at,
-                    new_range,
-                    replicas,
-                    Box::new(|_| {}),
-                );
+                submit_split(&mut cluster, store_id, &descriptor, &at);
             }
         }
         if (20..28).contains(&roll) && std::env::var("STORE_SIM_NO_MEMBERSHIP").is_err() {
