@@ -531,6 +531,22 @@ async fn a_peer_of_another_ca_is_refused() {
 }
 
 /// A raw quinn client holding a valid certificate of the cluster.
+/// Connects the rogue endpoint to `addr` and exchanges Hellos as node 66 (the node answers
+/// with its own).
+async fn rogue_hello(
+    rogue: &quinn::Endpoint,
+    client_config: quinn::ClientConfig,
+    addr: std::net::SocketAddr,
+) -> quinn::Connection {
+    let conn = rogue.connect_with(client_config, addr, SERVER_NAME).unwrap().await.unwrap();
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    send.write_all(&encode_frame(&Hello::new(common::CLUSTER, NodeId(66))).unwrap()).await.unwrap();
+    let _ = send.finish();
+    let answer = tokio::time::timeout(DEADLINE, recv.read_to_end(1024)).await.unwrap().unwrap();
+    assert!(!answer.is_empty());
+    conn
+}
+
 fn rogue_endpoint(dir: &std::path::Path) -> (quinn::Endpoint, quinn::ClientConfig) {
     let tls = NodeTls::load(&TlsSource::DevGenerated { dir: dir.to_owned() }, "rogue").unwrap();
     let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
@@ -556,12 +572,7 @@ async fn malformed_frames_are_rejected_and_others_still_served() {
 
     // A proper hello, then garbage on a Raft stream: that stream is stopped, the connection
     // and the node carry on.
-    let conn = rogue.connect_with(client_config, b.addr, SERVER_NAME).unwrap().await.unwrap();
-    let (mut send, mut recv) = conn.open_bi().await.unwrap();
-    send.write_all(&encode_frame(&Hello::new(common::CLUSTER, NodeId(66))).unwrap()).await.unwrap();
-    let _ = send.finish();
-    let answer = tokio::time::timeout(DEADLINE, recv.read_to_end(1024)).await.unwrap().unwrap();
-    assert!(!answer.is_empty());
+    let conn = rogue_hello(&rogue, client_config, b.addr).await;
     let mut garbage = conn.open_uni().await.unwrap();
     // A plausible header announcing a RaftBatch, then bytes that are no archive.
     let mut bad = vec![0, 0, 0, 16, 2, 1, 0, 0];
@@ -587,12 +598,7 @@ async fn one_stream_has_at_most_1024_requests_served_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let b = start(config(dir.path(), 2)).await;
     let (rogue, client_config) = rogue_endpoint(dir.path());
-    let conn = rogue.connect_with(client_config, b.addr, SERVER_NAME).unwrap().await.unwrap();
-    let (mut send, mut recv) = conn.open_bi().await.unwrap();
-    send.write_all(&encode_frame(&Hello::new(common::CLUSTER, NodeId(66))).unwrap()).await.unwrap();
-    let _ = send.finish();
-    let hello = tokio::time::timeout(DEADLINE, recv.read_to_end(1024)).await.unwrap().unwrap();
-    assert!(!hello.is_empty());
+    let conn = rogue_hello(&rogue, client_config, b.addr).await;
 
     // 1,500 requests on one stream, each served for 2 s, and the answers left unread
     // until the end.
