@@ -360,7 +360,8 @@ impl Cluster {
             let config = StoreConfig { snapshot_dir, ..config.clone() };
             let store = Store::open(config, raft, kv.clone(), net, ident(id))
                 .with_context(|| format!("opening store {id}"))?;
-            let system = StoreSystem::start(store, MAILBOX)?;
+            let system =
+                StoreSystem::start(store, tessera_store::MailboxCapacity::uniform(MAILBOX))?;
             let handle = system.handle();
             handler.set_store(handle.clone());
             nodes.push(Node { id, system, handle, transport, handler, _dir: dir });

@@ -63,8 +63,8 @@ use tessera_engine::{Cf, KvEngine, KvRead, RaftLogEngine, keys};
 use tessera_engine_rocks::EngineOptions;
 use tessera_raft::ReplicaId;
 use tessera_store::{
-    ReplicaInfo, Store, StoreConfig, StoreHandle, StoreInspection, StoreRpcHandler, StoreSystem,
-    TransportNetwork, bootstrap, bootstrap_store,
+    MailboxCapacity, ReplicaInfo, Store, StoreConfig, StoreHandle, StoreInspection,
+    StoreRpcHandler, StoreSystem, TransportNetwork, bootstrap, bootstrap_store,
 };
 use tessera_transport::tls::{NodeTls, TlsSource};
 use tessera_transport::{Transport, TransportConfig};
@@ -76,6 +76,11 @@ use tessera_wire::range::{RangeDescriptor, RangeEpoch, Replica, ReplicaRole};
 use crate::admin::{AdminServer, AdminSource, JsonFuture};
 use crate::config::{self, TlsArgs, parse_node_addr};
 use crate::placement_link::{PlacementLink, spawn_store_directory};
+
+/// The store's mailboxes: its own takes bursts of Raft messages for ranges that just
+/// arrived and every administrative request; a range's bounds what one range may queue, so
+/// a flooded range answers `ServerBusy` while the others are served.
+const MAILBOXES: MailboxCapacity = MailboxCapacity { store: 65_536, range: 8_192 };
 
 /// How long each placement call of the startup may take, retries included.
 pub const PLACEMENT_STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -532,7 +537,7 @@ pub fn run(args: &StoreArgs) -> Result<()> {
         spawn_store_directory(rpc.clone(), store_id, runtime.handle())
     });
     let ranges = store.peers().count();
-    let system = StoreSystem::start(store, 65_536)?;
+    let system = StoreSystem::start(store, MAILBOXES)?;
     handler.set_store(system.handle());
     let admin = match args.admin_addr {
         Some(admin_addr) => {

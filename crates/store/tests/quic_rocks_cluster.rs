@@ -121,7 +121,7 @@ fn start(rt: &Runtime, certs: &Path, id: u64, dir: &Path, fresh: bool) -> Runnin
     let net = TransportNetwork::new(transport.clone(), rt.handle().clone());
     let config = StoreConfig { snapshot_dir, ..store_config() };
     let store = Store::open(config, raft, kv.clone(), net, ident(id)).unwrap();
-    let system = StoreSystem::start(store, 4096).unwrap();
+    let system = StoreSystem::start(store, tessera_store::MailboxCapacity::uniform(4096)).unwrap();
     handler.set_store(system.handle());
     Running { system, transport, handler, kv, addr }
 }

@@ -9,7 +9,9 @@ use bytes::Bytes;
 use tessera_engine::codec::StoreIdent;
 use tessera_engine::mem::{MemKvEngine, MemRaftLogEngine};
 use tessera_raft::ReplicaId;
-use tessera_store::{Network, Store, StoreConfig, StoreHandle, StoreSystem, bootstrap};
+use tessera_store::{
+    MailboxCapacity, Network, Store, StoreConfig, StoreHandle, StoreSystem, bootstrap,
+};
 use tessera_wire::errors::RpcError;
 use tessera_wire::ids::{RangeId, StoreId};
 use tessera_wire::kv::{
@@ -74,13 +76,8 @@ fn put(handle: &StoreHandle, descriptor: &RangeDescriptor, key: &'static [u8]) {
     }
 }
 
-#[test]
-fn a_store_on_its_thread_serves_splits_and_refuses_bad_transfers() {
-    let (system, first) = one_store(&MemKvEngine::new());
-    let handle = system.handle();
-    put(&handle, &first, b"a");
-    put(&handle, &first, b"x");
-
+/// Splits `first` at `m` into ranges 1 and 2; returns both halves.
+fn split(handle: &StoreHandle, first: &RangeDescriptor) -> (RangeDescriptor, RangeDescriptor) {
     let (sender, receiver) = mpsc::channel();
     handle.admin(
         StoreAdminRequest::Split {
@@ -97,6 +94,17 @@ fn a_store_on_its_thread_serves_splits_and_refuses_bad_transfers() {
     else {
         panic!("a split answers with both halves")
     };
+    (left, right)
+}
+
+#[test]
+fn a_store_on_its_thread_serves_splits_and_refuses_bad_transfers() {
+    let (system, first) = one_store(&MemKvEngine::new());
+    let handle = system.handle();
+    put(&handle, &first, b"a");
+    put(&handle, &first, b"x");
+
+    let (left, right) = split(&handle, &first);
     assert_eq!(right.start_key, Bytes::from_static(b"m"));
     // The right half elects itself and serves its key; the left one refuses it.
     put(&handle, &right, b"y");
@@ -122,6 +130,10 @@ fn a_store_on_its_thread_serves_splits_and_refuses_bad_transfers() {
 }
 
 fn one_store(kv: &MemKvEngine) -> (StoreSystem, RangeDescriptor) {
+    one_store_with(kv, MailboxCapacity::uniform(1024))
+}
+
+fn one_store_with(kv: &MemKvEngine, mailboxes: MailboxCapacity) -> (StoreSystem, RangeDescriptor) {
     let raft = MemRaftLogEngine::new();
     let ident = StoreIdent { cluster_id: 1, store_id: StoreId(1) };
     let first = RangeDescriptor {
@@ -138,7 +150,7 @@ fn one_store(kv: &MemKvEngine) -> (StoreSystem, RangeDescriptor) {
     bootstrap(&raft, kv, ident, &first).unwrap();
     let config = StoreConfig { tick_interval_ms: 5, ..StoreConfig::default() };
     let store = Store::open(config, raft, kv.clone(), Alone, ident).unwrap();
-    (StoreSystem::start(store, 1024).unwrap(), first)
+    (StoreSystem::start(store, mailboxes).unwrap(), first)
 }
 
 #[test]
@@ -208,5 +220,55 @@ fn a_failed_apply_write_stops_the_store_without_acknowledging_the_write() {
             other => panic!("the store went on after a failed apply write: {other:?}"),
         }
     }
+    system.stop();
+}
+
+#[test]
+fn a_flooded_range_answers_busy_while_the_other_ranges_are_served() {
+    let capacity = 8;
+    let (system, first) =
+        one_store_with(&MemKvEngine::new(), MailboxCapacity { store: 64, range: capacity });
+    let handle = system.handle();
+    put(&handle, &first, b"a");
+    let (left, right) = split(&handle, &first);
+    // The right half's first requests reach it through the store's mailbox; it has its own
+    // from then on.
+    put(&handle, &right, b"x");
+    put(&handle, &left, b"a");
+
+    // The raft worker is held inside an inspection: nothing is taken from any mailbox.
+    let (entered, worker_held) = mpsc::channel();
+    let (release, released) = mpsc::channel::<()>();
+    assert!(handle.inspect(Box::new(move |_| {
+        entered.send(()).unwrap();
+        released.recv_timeout(Duration::from_secs(30)).unwrap();
+    })));
+    worker_held.recv_timeout(Duration::from_secs(10)).unwrap();
+
+    let put_command = |key: &'static [u8]| {
+        KvCommand::RawPut(RawPutRequest {
+            key: Bytes::from_static(key),
+            value: Bytes::from_static(b"w"),
+        })
+    };
+    let queued: Vec<_> = (0..capacity).map(|_| send(&handle, &left, put_command(b"b"))).collect();
+    // The left range's mailbox is full: refused at once, without waiting for the worker.
+    let refused = send(&handle, &left, put_command(b"b"));
+    assert!(
+        matches!(refused.try_recv(), Ok(Err(RpcError::ServerBusy { .. }))),
+        "a request beyond a full range mailbox is refused at once"
+    );
+    // The right range has room of its own.
+    let other = send(&handle, &right, put_command(b"y"));
+    assert!(
+        matches!(other.try_recv(), Err(mpsc::TryRecvError::Empty)),
+        "a request for another range waits for the worker, not refused"
+    );
+
+    release.send(()).unwrap();
+    for answer in queued {
+        assert_eq!(answer.recv_timeout(Duration::from_secs(10)).unwrap(), Ok(KvResponse::RawPut));
+    }
+    assert_eq!(other.recv_timeout(Duration::from_secs(10)).unwrap(), Ok(KvResponse::RawPut));
     system.stop();
 }

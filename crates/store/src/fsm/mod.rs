@@ -3,10 +3,11 @@
 //! apply batch. No Raft or range rule lives here; those are in `operation/`.
 //!
 //! [`Store`] is single-threaded and deterministic: the simulator drives it step by step
-//! (`on_*`, [`Store::tick`], [`Store::poll`]); [`system`] runs it on a thread behind a
-//! bounded crossbeam mailbox for the product.
+//! (`on_*`, [`Store::tick`], [`Store::poll`]); [`system`] runs it on a thread behind
+//! bounded crossbeam mailboxes, one per range ([`router`]), for the product.
 
 pub mod apply_worker;
+pub mod router;
 pub mod system;
 
 use std::collections::{BTreeMap, BTreeSet};
