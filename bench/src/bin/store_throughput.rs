@@ -33,7 +33,8 @@ use tessera_engine::codec::StoreIdent;
 use tessera_engine_rocks::EngineOptions;
 use tessera_raft::ReplicaId;
 use tessera_store::{
-    Store, StoreConfig, StoreHandle, StoreRpcHandler, StoreSystem, TransportNetwork, bootstrap,
+    RaftPool, Store, StoreConfig, StoreHandle, StoreRpcHandler, StoreSystem, TransportNetwork,
+    bootstrap,
 };
 use tessera_transport::tls::{NodeTls, TlsSource};
 use tessera_transport::{Transport, TransportConfig, TransportStats};
@@ -104,6 +105,11 @@ struct Args {
     /// Tokio worker threads of each cluster's runtime (the transports run on it).
     #[arg(long, default_value_t = 2)]
     workers: usize,
+    /// Threads stepping each store's ranges (the raft worker and its pool's helpers); a
+    /// list runs the write cases once per value, each on a fresh cluster, side by side in
+    /// one table.
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    raft_workers: Vec<usize>,
     /// Skip the write cases.
     #[arg(long)]
     skip_writes: bool,
@@ -324,7 +330,12 @@ fn ident(id: u64) -> StoreIdent {
 impl Cluster {
     /// Bootstraps and starts three stores with `config` (each gets its own snapshot
     /// directory) and connects their transports.
-    fn start(config: &StoreConfig, workers: usize, base: Option<&Path>) -> Result<Self> {
+    fn start(
+        config: &StoreConfig,
+        workers: usize,
+        raft_workers: usize,
+        base: Option<&Path>,
+    ) -> Result<Self> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(workers)
             .enable_all()
@@ -358,8 +369,12 @@ impl Cluster {
             addrs.push(transport.local_addr()?);
             let net = TransportNetwork::new(transport.clone(), runtime.handle().clone());
             let config = StoreConfig { snapshot_dir, ..config.clone() };
-            let store = Store::open(config, raft, kv.clone(), net, ident(id))
+            let mut store = Store::open(config, raft, kv.clone(), net, ident(id))
                 .with_context(|| format!("opening store {id}"))?;
+            if raft_workers > 1 {
+                let name = format!("store-{id}-step");
+                store.set_raft_pool(RaftPool::new(&name, raft_workers, RaftPool::PARALLEL_MIN)?);
+            }
             let system =
                 StoreSystem::start(store, tessera_store::MailboxCapacity::uniform(MAILBOX))?;
             let handle = system.handle();
@@ -690,6 +705,7 @@ struct ClientResult {
 
 #[derive(Debug)]
 struct WriteCase {
+    raft_workers: usize,
     ranges: usize,
     clients: usize,
     seconds: f64,
@@ -736,12 +752,14 @@ impl WriteCase {
 
     fn to_json(&self) -> String {
         format!(
-            "{{\"bench\":\"store-throughput\",\"case\":\"writes\",\"ranges\":{},\"clients\":{},\
+            "{{\"bench\":\"store-throughput\",\"case\":\"writes\",\"raft_workers\":{},\
+             \"ranges\":{},\"clients\":{},\
              \"seconds\":{:.3},\"writes\":{},\"writes_per_sec\":{:.1},\"p50_us\":{},\
              \"p99_us\":{},\"p999_us\":{},\"max_us\":{},\"raft_syncs\":{},\
              \"fsyncs_per_sec\":{:.1},\"fsyncs_per_write\":{:.4},\"writes_per_fsync\":{:.2},\
              \"raft_sync_avg_us\":{:.0},\"kv_wal_syncs\":{},\"proposals\":{},\"retries\":{},\
              \"mailbox_full\":{},\"cpu_us_per_write\":{:.1},\"leaders\":[{}]}}",
+            self.raft_workers,
             self.ranges,
             self.clients,
             self.seconds,
@@ -864,6 +882,7 @@ fn run_writes(
     }
     latencies.sort_unstable();
     Ok(WriteCase {
+        raft_workers: 1,
         ranges,
         clients: args.clients,
         seconds: after.at.duration_since(before.at).as_secs_f64(),
@@ -886,7 +905,20 @@ fn run_writes(
 
 fn write_cases(args: &Args, counters: &Counters) -> Result<Vec<WriteCase>> {
     let config = StoreConfig { tick_interval_ms: args.tick_ms, ..StoreConfig::default() };
-    let cluster = Cluster::start(&config, args.workers, args.dir.as_deref())?;
+    let mut cases = Vec::new();
+    for &raft_workers in &args.raft_workers {
+        cases.extend(write_cases_on(args, counters, &config, raft_workers)?);
+    }
+    Ok(cases)
+}
+
+fn write_cases_on(
+    args: &Args,
+    counters: &Counters,
+    config: &StoreConfig,
+    raft_workers: usize,
+) -> Result<Vec<WriteCase>> {
+    let cluster = Cluster::start(config, args.workers, raft_workers, args.dir.as_deref())?;
     let result = (|| {
         let ids = AtomicU64::new(FIRST_SPLIT_ID);
         let mut routes = Routes::new();
@@ -899,14 +931,16 @@ fn write_cases(args: &Args, counters: &Counters) -> Result<Vec<WriteCase>> {
                 spread_leaders(&cluster, &mut routes)?;
             }
             eprintln!(
-                "writes: {} ranges ready in {:.1} s; {} clients, {} s warm-up, {} s measured",
+                "writes ({raft_workers} raft workers): {} ranges ready in {:.1} s; {} clients, \
+                 {} s warm-up, {} s measured",
                 routes.by_start.len(),
                 started.elapsed().as_secs_f64(),
                 args.clients,
                 args.warmup,
                 args.seconds
             );
-            let case = run_writes(&cluster, counters, &routes, args, routes.by_start.len())?;
+            let mut case = run_writes(&cluster, counters, &routes, args, routes.by_start.len())?;
+            case.raft_workers = raft_workers;
             eprintln!(
                 "  {:.0} writes/s, p50 {} us, p99 {} us, {:.0} fsyncs/s, {:.1} writes per fsync",
                 case.writes_per_sec(),
@@ -996,7 +1030,7 @@ fn idle_case(args: &Args, counters: &Counters, quiesce_after_ticks: u32) -> Resu
         quiesce_after_ticks,
         ..StoreConfig::default()
     };
-    let cluster = Cluster::start(&config, args.workers, args.dir.as_deref())?;
+    let cluster = Cluster::start(&config, args.workers, 1, args.dir.as_deref())?;
     let result = (|| {
         let ids = AtomicU64::new(FIRST_SPLIT_ID);
         let mut routes = Routes::new();
@@ -1090,7 +1124,8 @@ fn table(writes: &[WriteCase], idle: &[IdleCase]) -> String {
         );
         let _ = writeln!(
             out,
-            "{:>6} {:>10} {:>8} {:>8} {:>8} {:>9} {:>11} {:>10} {:>9} {:>9} {:>12}",
+            "{:>7} {:>6} {:>10} {:>8} {:>8} {:>8} {:>9} {:>11} {:>10} {:>9} {:>9} {:>12}",
+            "workers",
             "ranges",
             "writes/s",
             "p50 ms",
@@ -1106,8 +1141,9 @@ fn table(writes: &[WriteCase], idle: &[IdleCase]) -> String {
         for case in writes {
             let _ = writeln!(
                 out,
-                "{:>6} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>9.0} {:>11.4} {:>10.1} {:>9.2} {:>9.0} \
-                 {:>12}",
+                "{:>7} {:>6} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>9.0} {:>11.4} {:>10.1} {:>9.2} \
+                 {:>9.0} {:>12}",
+                case.raft_workers,
                 case.ranges,
                 case.writes_per_sec(),
                 f64::from(case.p50_us) / 1e3,

@@ -63,7 +63,7 @@ use tessera_engine::{Cf, KvEngine, KvRead, RaftLogEngine, keys};
 use tessera_engine_rocks::EngineOptions;
 use tessera_raft::ReplicaId;
 use tessera_store::{
-    MailboxCapacity, ReplicaInfo, Store, StoreConfig, StoreHandle, StoreInspection,
+    MailboxCapacity, RaftPool, ReplicaInfo, Store, StoreConfig, StoreHandle, StoreInspection,
     StoreRpcHandler, StoreSystem, TransportNetwork, bootstrap, bootstrap_store,
 };
 use tessera_transport::tls::{NodeTls, TlsSource};
@@ -140,6 +140,11 @@ pub struct StoreArgs {
     /// its median sampled key; 0 turns load splits off. Default: 3000.
     #[arg(long)]
     pub load_split_qps: Option<u64>,
+    /// Threads that step this store's ranges: the raft worker and its helpers, which take
+    /// a share of a round's ranges when enough of them have work (1–64). Default: a quarter
+    /// of the machine's cores, at least 1 and at most 4.
+    #[arg(long)]
+    pub raft_workers: Option<usize>,
     // The TLS flags sit here rather than in a flattened `TlsArgs`: clap does not fill an
     // optional flattened group (`Option<StoreArgs>`) from the flags of a nested one.
     /// Development TLS: the cluster CA and node certificates are generated in this
@@ -179,6 +184,7 @@ struct StoreFile {
     tick_ms: Option<u64>,
     leader_handoff_secs: Option<u64>,
     load_split_qps: Option<u64>,
+    raft_workers: Option<usize>,
     insecure_dev_certs: Option<PathBuf>,
     tls_ca: Option<PathBuf>,
     tls_cert: Option<PathBuf>,
@@ -201,6 +207,7 @@ pub struct StoreSettings {
     tick_ms: u64,
     leader_handoff: Duration,
     load_split_qps: u64,
+    raft_workers: usize,
     tls: TlsSource,
 }
 
@@ -259,6 +266,10 @@ impl StoreSettings {
                 .load_split_qps
                 .or(file.load_split_qps)
                 .unwrap_or(StoreConfig::default().load_split_qps),
+            raft_workers: args.raft_workers.or(file.raft_workers).unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map_or(1, |cores| (cores.get() / 4).clamp(1, 4))
+            }),
             tls: tls.source()?,
         };
         settings.check()?;
@@ -268,6 +279,9 @@ impl StoreSettings {
     fn check(&self) -> Result<()> {
         if self.store_id == 0 || self.cluster_id == 0 {
             bail!("--store-id and --cluster-id must be positive");
+        }
+        if !(1..=64).contains(&self.raft_workers) {
+            bail!("--raft-workers must be between 1 and 64, not {}", self.raft_workers);
         }
         if !self.initial_stores.is_empty() && !self.placement.is_empty() {
             bail!(
@@ -536,6 +550,10 @@ pub fn run(args: &StoreArgs) -> Result<()> {
         store.set_placement(Box::new(PlacementLink::new(rpc.clone(), runtime.handle().clone())));
         spawn_store_directory(rpc.clone(), store_id, runtime.handle())
     });
+    if args.raft_workers > 1 {
+        let name = format!("store-{}-step", args.store_id);
+        store.set_raft_pool(RaftPool::new(&name, args.raft_workers, RaftPool::PARALLEL_MIN)?);
+    }
     let ranges = store.peers().count();
     let system = StoreSystem::start(store, MAILBOXES)?;
     handler.set_store(system.handle());

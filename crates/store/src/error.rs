@@ -45,6 +45,10 @@ pub enum StoreError {
     /// The apply worker failed to write a round (its engine error), or stopped.
     #[error("apply worker: {0}")]
     ApplyWorker(String),
+    /// A helper of the raft worker failed while stepping ranges; the replicas it held are
+    /// gone from memory (not from the engines): the store must stop and restart.
+    #[error(transparent)]
+    RaftPool(#[from] crate::fsm::pool::HelperFailed),
     /// Something this version of the store cannot do yet reached it.
     #[error("unsupported: {0}")]
     Unsupported(String),

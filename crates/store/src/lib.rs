@@ -30,6 +30,7 @@ pub use config::StoreConfig;
 pub use env::{Network, SnapshotReport};
 pub use error::{Result, StoreError};
 pub use fsm::apply_worker::ApplyMode;
+pub use fsm::pool::RaftPool;
 pub use fsm::router::MailboxCapacity;
 pub use fsm::system::{AdminResponder, StoreHandle, StoreMsg, StoreSystem};
 pub use fsm::{Store, StoreStats};

@@ -355,6 +355,22 @@ struct Pending {
 /// A seeded random run: clients issue puts, gets, deletes and CAS on 8 keys while stores
 /// crash and restart, get cut off, lose messages, and ranges split. Returns the history size.
 fn random_run(seed: u64, steps: u64) -> usize {
+    // Two runs in five step each store's ranges on a pool of two or three threads.
+    let workers = if seed % 5 < 2 { 2 + (seed % 2) as usize } else { 1 };
+    random_run_with(seed, steps, workers).ops
+}
+
+/// What a random run ended with.
+#[derive(Debug, PartialEq)]
+struct RunEnd {
+    ops: usize,
+    /// Each store's counters, less the pool's own.
+    stats: Vec<tessera_store::StoreStats>,
+    data: Vec<(RangeId, StoreId, common::cluster::Pairs)>,
+}
+
+/// [`random_run`] with `workers` threads stepping each store's ranges.
+fn random_run_with(seed: u64, steps: u64, workers: usize) -> RunEnd {
     let gc = seed.is_multiple_of(2) && std::env::var("STORE_SIM_NO_GC").is_err();
     let mut run_config = if gc { gc_config() } else { config() };
     if seed.is_multiple_of(3) {
@@ -366,6 +382,7 @@ fn random_run(seed: u64, steps: u64) -> usize {
     let mut cluster = Cluster::with_spares(3, 1, seed, run_config);
     // Three runs in four hand apply work to a lagging apply worker, as the product does.
     cluster.set_deferred_apply(!seed.is_multiple_of(4));
+    cluster.set_raft_workers(workers);
     let mut history = History::new();
     let clients = 5u64;
     let mut pending: BTreeMap<u64, Pending> = BTreeMap::new();
@@ -523,6 +540,10 @@ fn random_run(seed: u64, steps: u64) -> usize {
     if let Err(violation) = history.check() {
         panic!("seed {seed}: {violation}");
     }
+    if cluster.raft_workers > 1 {
+        let pooled: u64 = stats.iter().map(|s| s.pooled_ranges).sum();
+        assert!(pooled > 0, "seed {seed}: the raft pools stepped no range");
+    }
     // Convergence: every replica of a range the newest descriptor lists holds the same data,
     // and every replica it lists exists.
     let mut by_range: BTreeMap<RangeId, Vec<(StoreId, common::cluster::Pairs)>> = BTreeMap::new();
@@ -554,7 +575,11 @@ fn random_run(seed: u64, steps: u64) -> usize {
             assert_eq!(data, &members[0].1, "seed {seed}: range {range} differs on store {store}");
         }
     }
-    history.len()
+    let stats = stats
+        .into_iter()
+        .map(|stats| tessera_store::StoreStats { pooled_ranges: 0, ..stats })
+        .collect();
+    RunEnd { ops: history.len(), stats, data: cluster.replica_data() }
 }
 
 /// Prints every store's replica of `range`, to explain a failed convergence check.
@@ -715,6 +740,18 @@ fn random_runs_are_linearizable_and_converge() {
         ops += random_run(seed, 3_000);
     }
     assert!(ops > 500 * seeds as usize, "too few operations: {ops}");
+}
+
+/// The pool changes where ranges are stepped, not what happens: a run with a pool of three
+/// threads per store ends exactly as the same run on the raft worker alone — every
+/// counter (rounds, syncs, messages, splits, snapshots...) and every replica's data.
+#[test]
+fn a_raft_pool_changes_nothing_but_the_threads() {
+    for seed in [3, 7, 11] {
+        let alone = random_run_with(seed, 2_000, 1);
+        let pooled = random_run_with(seed, 2_000, 3);
+        assert_eq!(alone, pooled, "seed {seed}");
+    }
 }
 
 #[test]

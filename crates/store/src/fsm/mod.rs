@@ -7,6 +7,7 @@
 //! bounded crossbeam mailboxes, one per range ([`router`]), for the product.
 
 pub mod apply_worker;
+pub mod pool;
 pub mod router;
 pub mod system;
 
@@ -50,6 +51,8 @@ pub struct StoreStats {
     pub snapshots_installed: u64,
     /// Replicas deleted after their removal.
     pub replicas_destroyed: u64,
+    /// Ranges stepped, or whose Ready was taken, on the raft pool (see [`pool`]).
+    pub pooled_ranges: u64,
 }
 
 /// Messages for not-yet-created ranges held at most (see `Store::early`).
@@ -94,6 +97,8 @@ pub struct Store<R: RaftLogEngine, K: KvEngine, N: Network> {
     /// Writes the rounds' KV batches, answers proposers and serves reads behind the
     /// rounds (see [`apply_worker`]).
     pub(crate) applier: apply_worker::Applier<K>,
+    /// Helpers that step ranges in parallel with the raft worker, if any (see [`pool`]).
+    pub(crate) pool: Option<pool::RaftPool>,
 }
 
 impl<R: RaftLogEngine, K: KvEngine, N: Network> std::fmt::Debug for Store<R, K, N> {
@@ -169,6 +174,14 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
         self.applier.set_backlog(backlog);
     }
 
+    /// Steps ranges in parallel on `pool`'s helpers as well as on the calling thread, when
+    /// enough of them have work (see [`pool`]); a store without one steps them all on the
+    /// calling thread.
+    pub fn set_raft_pool(&mut self, pool: pool::RaftPool) {
+        metrics::gauge!("tessera_store_raft_workers").set(pool.workers() as f64);
+        self.pool = Some(pool);
+    }
+
     /// Waits until every write, answer and read handed to the apply worker is done.
     ///
     /// # Errors
@@ -198,6 +211,95 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
             if let Some(peer) = self.peers.get_mut(&range) {
                 peer.count_read(keys, bytes);
             }
+        }
+    }
+
+    /// Steps messages from other stores into their ranges: with a pool (see
+    /// [`set_raft_pool`](Self::set_raft_pool)), the ranges whose messages need nothing but
+    /// a step are stepped in parallel; everything else — a range whose replica is missing,
+    /// stale or uninitialized and asked to vote, snapshots, tombstones — as
+    /// [`on_raft_message`](Self::on_raft_message) does, in order. Each range's messages are
+    /// stepped in the order given.
+    ///
+    /// # Errors
+    /// A pool helper failed: the store must stop and restart from disk.
+    pub fn on_raft_messages(&mut self, envelopes: Vec<RaftEnvelope>) -> Result<()> {
+        let mut by_range: BTreeMap<RangeId, (bool, Vec<RaftEnvelope>)> = BTreeMap::new();
+        for envelope in &envelopes {
+            let plain = self.steps_plainly(envelope);
+            let entry = by_range.entry(envelope.range).or_insert((true, Vec::new()));
+            entry.0 &= plain;
+        }
+        let parallel = by_range.values().filter(|(plain, _)| *plain).count();
+        if !self.pool.as_ref().is_some_and(|pool| pool.worth_it(parallel)) {
+            for envelope in envelopes {
+                self.on_raft_message(envelope);
+            }
+            return Ok(());
+        }
+        let mut in_order = Vec::new();
+        for envelope in envelopes {
+            match by_range.get_mut(&envelope.range) {
+                Some((true, mine)) => mine.push(envelope),
+                _ => in_order.push(envelope),
+            }
+        }
+        // What needs the store goes first, one by one; it touches no range stepped below
+        // (a tombstone, a snapshot check or a replica's creation concerns its own range).
+        for envelope in in_order {
+            self.on_raft_message(envelope);
+        }
+        let ticks = self.ticks;
+        let mut work = Vec::with_capacity(parallel);
+        for (range, (plain, mine)) in by_range {
+            if plain && let Some(peer) = self.peers.remove(&range) {
+                work.push((range, peer, mine, ticks));
+            }
+        }
+        metrics::counter!("tessera_store_pool_ranges_total", "phase" => "step")
+            .increment(work.len() as u64);
+        self.stats.pooled_ranges += work.len() as u64;
+        let pool = self.pool.as_ref().expect("checked above");
+        let stepped = pool.map(work, |(range, mut peer, mine, ticks)| {
+            for envelope in mine {
+                Self::step_into(&mut peer, envelope, ticks);
+            }
+            (range, peer)
+        })?;
+        for (range, peer) in stepped {
+            self.peers.insert(range, peer);
+            self.dirty.insert(range);
+        }
+        Ok(())
+    }
+
+    /// Whether `envelope` needs nothing but a step into an existing replica: for this
+    /// store and this replica, neither a snapshot nor a tombstone, and not a vote request
+    /// to an uninitialized replica. [`on_raft_message`](Self::on_raft_message) does only
+    /// [`step_into`](Self::step_into) for such a message, and stepping one changes none of
+    /// these conditions.
+    fn steps_plainly(&self, envelope: &RaftEnvelope) -> bool {
+        let kind = envelope.message.kind;
+        envelope.to_store == self.ident.store_id
+            && !matches!(kind, MessageKind::Snapshot | MessageKind::Tombstone)
+            && self.peers.get(&envelope.range).is_some_and(|peer| {
+                envelope.message.to == peer.replica_id
+                    && (peer.is_initialized()
+                        || !matches!(kind, MessageKind::RequestVote | MessageKind::RequestPreVote))
+            })
+    }
+
+    /// Steps a message into its replica, checked by the caller to be for it.
+    fn step_into(peer: &mut Peer<R>, envelope: RaftEnvelope, ticks: u64) {
+        peer.last_heard = ticks;
+        if peer.descriptor.replica(envelope.message.from).is_none() {
+            peer.peer_stores.insert(envelope.message.from, envelope.from_store);
+        }
+        if !envelope.message.entries.is_empty() {
+            peer.idle_ticks = 0;
+        }
+        if let Err(error) = peer.raw.step(envelope.message) {
+            tracing::debug!(range = %envelope.range, %error, "raft message refused");
         }
     }
 
@@ -296,16 +398,7 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
         }
         let ticks = self.ticks;
         let peer = self.peers.get_mut(&range).expect("created above");
-        peer.last_heard = ticks;
-        if peer.descriptor.replica(envelope.message.from).is_none() {
-            peer.peer_stores.insert(envelope.message.from, envelope.from_store);
-        }
-        if !envelope.message.entries.is_empty() {
-            peer.idle_ticks = 0;
-        }
-        if let Err(error) = peer.raw.step(envelope.message) {
-            tracing::debug!(%range, %error, "raft message refused");
-        }
+        Self::step_into(peer, envelope, ticks);
         self.dirty.insert(range);
     }
 
@@ -346,16 +439,26 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
         let mut batch = self.raft_engine.batch();
         let mut must_sync = false;
         let mut persisted = Vec::new();
-        for range in dirty {
-            let Some(peer) = self.peers.get_mut(&range) else { continue };
-            if !peer.raw.has_ready() {
-                continue;
+        if let Some(readies) = self.take_readies_in_parallel(&dirty)? {
+            for (range, ready) in readies {
+                self.stats.readies += 1;
+                must_sync |= ready.must_sync();
+                if let Some(done) = self.stage_ready(range, ready, &mut batch)? {
+                    persisted.push(done);
+                }
             }
-            let ready = peer.raw.ready();
-            self.stats.readies += 1;
-            must_sync |= ready.must_sync();
-            if let Some(done) = self.stage_ready(range, ready, &mut batch)? {
-                persisted.push(done);
+        } else {
+            for range in dirty {
+                let Some(peer) = self.peers.get_mut(&range) else { continue };
+                if !peer.raw.has_ready() {
+                    continue;
+                }
+                let ready = peer.raw.ready();
+                self.stats.readies += 1;
+                must_sync |= ready.must_sync();
+                if let Some(done) = self.stage_ready(range, ready, &mut batch)? {
+                    persisted.push(done);
+                }
             }
         }
         if persisted.is_empty() {
@@ -411,6 +514,42 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
         self.net.flush();
         self.remove_received_snapshots();
         Ok(true)
+    }
+
+    /// With a pool and enough ranges with a Ready among `dirty`, takes their Readys in
+    /// parallel and returns them in range order; `None` otherwise (the caller takes them
+    /// one by one). Staging one Ready touches no other range's Raft state, so taking them
+    /// all before staging any is the same as taking each just before it is staged.
+    fn take_readies_in_parallel(
+        &mut self,
+        dirty: &BTreeSet<RangeId>,
+    ) -> Result<Option<Vec<(RangeId, Ready)>>> {
+        let Some(pool) = self.pool.as_ref() else { return Ok(None) };
+        let with_ready: Vec<RangeId> = dirty
+            .iter()
+            .copied()
+            .filter(|range| self.peers.get(range).is_some_and(|peer| peer.raw.has_ready()))
+            .collect();
+        if !pool.worth_it(with_ready.len()) {
+            return Ok(None);
+        }
+        let work: Vec<(RangeId, Peer<R>)> = with_ready
+            .into_iter()
+            .filter_map(|range| self.peers.remove(&range).map(|peer| (range, peer)))
+            .collect();
+        metrics::counter!("tessera_store_pool_ranges_total", "phase" => "ready")
+            .increment(work.len() as u64);
+        self.stats.pooled_ranges += work.len() as u64;
+        let taken = pool.map(work, |(range, mut peer)| {
+            let ready = peer.raw.ready();
+            (range, peer, ready)
+        })?;
+        let mut readies = Vec::with_capacity(taken.len());
+        for (range, peer, ready) in taken {
+            self.peers.insert(range, peer);
+            readies.push((range, ready));
+        }
+        Ok(Some(readies))
     }
 
     /// Stages one Ready: snapshot (installed now), entries and hard state into `batch`;

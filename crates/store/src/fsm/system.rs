@@ -256,6 +256,7 @@ impl Worker {
         let mut ticks = 0_u64;
         let mut taken = Vec::new();
         let mut reached = Vec::new();
+        let mut raft = Vec::new();
         loop {
             let wait = ticker.deadline().saturating_duration_since(Instant::now());
             let first = crossbeam_channel::select! {
@@ -290,7 +291,7 @@ impl Worker {
             let store_max = (DRAIN_MAX / 2).saturating_sub(usize::from(first_store.is_some()));
             for message in first_store.into_iter().chain(self.mailbox.try_iter().take(store_max)) {
                 budget = budget.saturating_sub(1);
-                stop |= handle_store_message(&mut store, message, &mut reached);
+                stop |= handle_store_message(&mut store, message, &mut reached, &mut raft);
             }
             while budget > 0 {
                 let Some(range) = first_range.take().or_else(|| self.ready.try_recv().ok()) else {
@@ -299,19 +300,24 @@ impl Worker {
                 let more = self.router.drain(range, budget.min(RANGE_DRAIN_MAX), &mut taken);
                 budget = budget.saturating_sub(taken.len());
                 for message in taken.drain(..) {
-                    handle_range_message(&mut store, message);
+                    match message {
+                        RangeMsg::Raft(envelope) => raft.push(envelope),
+                        RangeMsg::Kv(request, respond) => store.on_kv_request(request, respond),
+                    }
                 }
                 if more {
                     self.router.requeue(range);
                 }
             }
+            // The loop's Raft messages are stepped together: with a pool, in parallel.
+            let stepped = store.on_raft_messages(std::mem::take(&mut raft));
             // A range reached through the store's mailbox and held here now gets its own.
             for range in reached.drain(..) {
                 if store.peer(range).is_some() && !self.router.has_mailbox(range) {
                     self.router.open(range);
                 }
             }
-            if let Err(error) = store.poll_until_idle(64) {
+            if let Err(error) = stepped.and_then(|()| store.poll_until_idle(64).map(drop)) {
                 // The engines are poisoned or corrupt: stop serving; a restart recovers from
                 // what is durable.
                 tracing::error!(store = %store.store_id(), %error, "store stopped");
@@ -359,19 +365,19 @@ impl Worker {
     }
 }
 
-/// Hands a message from the store's mailbox to the store, noting the ranges it reached;
-/// returns whether the store is to stop.
+/// Hands a message from the store's mailbox to the store (Raft messages are gathered in
+/// `raft`, to be stepped together), noting the ranges it reached; returns whether the store
+/// is to stop.
 fn handle_store_message<R: RaftLogEngine, K: KvEngine, N: Network>(
     store: &mut Store<R, K, N>,
     message: StoreMsg,
     reached: &mut Vec<RangeId>,
+    raft: &mut Vec<RaftEnvelope>,
 ) -> bool {
     match message {
         StoreMsg::Raft(envelopes) => {
-            for envelope in envelopes {
-                reached.push(envelope.range);
-                store.on_raft_message(envelope);
-            }
+            reached.extend(envelopes.iter().map(|envelope| envelope.range));
+            raft.extend(envelopes);
         }
         StoreMsg::Kv(request, respond) => {
             reached.push(request.context.range);

@@ -140,6 +140,7 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
             early: Vec::new(),
             stats: StoreStats::default(),
             applier: crate::fsm::apply_worker::Applier::new(config_scan_bytes_max),
+            pool: None,
         };
         store.clean_snapshot_dir();
         let mut ranges = Vec::new();

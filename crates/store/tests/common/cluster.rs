@@ -1,7 +1,7 @@
 //! A deterministic cluster of whole stores on one thread: in-memory engines that lose
 //! unsynced writes on a crash, and a seeded network with delay, loss and partitions.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -10,7 +10,7 @@ use tessera_engine::mem::{MemKvEngine, MemRaftLogEngine};
 use tessera_engine::{Cf, Direction, KvRead, keys};
 use tessera_raft::{ReplicaId, SplitMix64};
 use tessera_store::snapshot::SnapshotData;
-use tessera_store::{ApplyMode, Network, Store, StoreConfig, bootstrap, bootstrap_store};
+use tessera_store::{ApplyMode, Network, RaftPool, Store, StoreConfig, bootstrap, bootstrap_store};
 use tessera_wire::ids::{RangeId, StoreId};
 use tessera_wire::raft::MessageKind;
 use tessera_wire::range::{RangeDescriptor, RangeEpoch, Replica, ReplicaRole};
@@ -68,6 +68,13 @@ pub struct Cluster {
     /// Stores hand their apply work to a deferred apply worker, which runs a random
     /// number of jobs (0, 1 or 3, mostly 0) per step — as a real apply thread lags its raft thread.
     pub deferred_apply: bool,
+    /// Threads stepping each store's ranges (1: the raft worker alone).
+    pub raft_workers: usize,
+}
+
+/// A pool that steps ranges in parallel as soon as two have work.
+fn sim_pool(store: StoreId, workers: usize) -> RaftPool {
+    RaftPool::new(&format!("sim-store-{store}"), workers, 2).unwrap()
 }
 
 pub const CLUSTER_ID: u64 = 42;
@@ -136,6 +143,7 @@ impl Cluster {
             snapshots: tempfile::tempdir().unwrap(),
             damage_snapshots: false,
             deferred_apply: false,
+            raft_workers: 1,
         };
         for index in 0..cluster.nodes.len() {
             cluster.start(index);
@@ -155,6 +163,9 @@ impl Cluster {
             Store::open(config, node.raft.clone(), node.kv.clone(), net, ident).unwrap();
         if self.deferred_apply {
             store.set_apply_mode(ApplyMode::Deferred).unwrap();
+        }
+        if self.raft_workers > 1 {
+            store.set_raft_pool(sim_pool(node.id, self.raft_workers));
         }
         node.store = Some(store);
         self.down.lock().unwrap().remove(&node.id);
@@ -195,6 +206,10 @@ impl Cluster {
             self.in_flight = later;
             due.into_iter().map(|(_, envelope)| envelope).collect()
         };
+        // Each store takes what reached it in one batch, as a running store takes what its
+        // mailboxes hold (with a pool, plain steps run in parallel).
+        let mut batches: BTreeMap<StoreId, Vec<RaftEnvelope>> = BTreeMap::new();
+        let mut reports = Vec::new();
         for mut envelope in due {
             if envelope.message.kind == MessageKind::Snapshot
                 && !self.copy_snapshot_files(&mut envelope)
@@ -205,20 +220,19 @@ impl Cluster {
                 self.report_snapshot(range, from, to, false);
                 continue;
             }
-            let snapshot = (envelope.message.kind == MessageKind::Snapshot).then_some((
-                envelope.range,
-                envelope.from_store,
-                envelope.message.to,
-            ));
-            let delivered = if let Some(store) = self.store(envelope.to_store) {
-                store.on_raft_message(envelope);
-                true
-            } else {
-                false
-            };
-            if let Some((range, from, to)) = snapshot {
-                self.report_snapshot(range, from, to, delivered);
+            let delivered = self.store(envelope.to_store).is_some();
+            if envelope.message.kind == MessageKind::Snapshot {
+                reports.push((envelope.range, envelope.from_store, envelope.message.to, delivered));
             }
+            if delivered {
+                batches.entry(envelope.to_store).or_default().push(envelope);
+            }
+        }
+        for (to, batch) in batches {
+            self.store(to).expect("checked above").on_raft_messages(batch).unwrap();
+        }
+        for (range, from, to, delivered) in reports {
+            self.report_snapshot(range, from, to, delivered);
         }
         for index in 0..self.nodes.len() {
             let Some(store) = self.nodes[index].store.as_mut() else { continue };
@@ -308,6 +322,19 @@ impl Cluster {
             }
         }
         None
+    }
+
+    /// Gives every store a pool of `workers` threads stepping its ranges, restarts
+    /// included (see `RaftPool`).
+    pub fn set_raft_workers(&mut self, workers: usize) {
+        self.raft_workers = workers;
+        for node in &mut self.nodes {
+            if let Some(store) = node.store.as_mut()
+                && workers > 1
+            {
+                store.set_raft_pool(sim_pool(node.id, workers));
+            }
+        }
     }
 
     /// Lets every store's apply worker run what it holds from now on (or go back to
