@@ -141,8 +141,8 @@ pub struct StoreArgs {
     #[arg(long)]
     pub load_split_qps: Option<u64>,
     /// Threads that step this store's ranges: the raft worker and its helpers, which take
-    /// a share of a round's ranges when enough of them have work (1–64). Default: a quarter
-    /// of the machine's cores, at least 1 and at most 4.
+    /// a share of a round's ranges when enough of them have work (1–64). Default: 1 (no
+    /// helpers); measure before raising it (`store-throughput --raft-workers 1,2,4`).
     #[arg(long)]
     pub raft_workers: Option<usize>,
     // The TLS flags sit here rather than in a flattened `TlsArgs`: clap does not fill an
@@ -266,10 +266,7 @@ impl StoreSettings {
                 .load_split_qps
                 .or(file.load_split_qps)
                 .unwrap_or(StoreConfig::default().load_split_qps),
-            raft_workers: args.raft_workers.or(file.raft_workers).unwrap_or_else(|| {
-                std::thread::available_parallelism()
-                    .map_or(1, |cores| (cores.get() / 4).clamp(1, 4))
-            }),
+            raft_workers: args.raft_workers.or(file.raft_workers).unwrap_or(1),
             tls: tls.source()?,
         };
         settings.check()?;

@@ -86,6 +86,9 @@ fn config_mistakes_stop_the_start_and_name_the_problem() {
     assert!(stderr.contains("address.toml") && stderr.contains("listen"), "{stderr}");
     let label = write(dir.path(), "label.toml", &format!("{base}labels = [\"zone\"]\n"));
     assert!(refused(&["store", "--config", &label]).contains("KEY=VALUE"));
+    let workers = write(dir.path(), "workers.toml", &format!("{base}raft_workers = 0\n"));
+    let stderr = refused(&["store", "--config", &workers]);
+    assert!(stderr.contains("--raft-workers must be between 1 and 64, not 0"), "{stderr}");
     let stderr =
         refused(&["store", "--config", &write(dir.path(), "t.toml", "store_id = \"one\"")]);
     assert!(stderr.contains("store_id"), "{stderr}");
@@ -109,7 +112,7 @@ fn config_mistakes_stop_the_start_and_name_the_problem() {
     assert!(stderr.contains("no TLS material"), "{stderr}");
 
     // A data directory of another cluster: the store starts once, then not as cluster 6.
-    let good = write(dir.path(), "good.toml", &base);
+    let good = write(dir.path(), "good.toml", &format!("{base}raft_workers = 2\n"));
     let store = spawn(&["store".to_owned(), "--config".to_owned(), good.clone()]);
     assert!(store.terminate());
     let stderr = refused(&["store", "--config", &good, "--cluster-id", "6"]);

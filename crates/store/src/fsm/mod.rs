@@ -224,6 +224,12 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
     /// # Errors
     /// A pool helper failed: the store must stop and restart from disk.
     pub fn on_raft_messages(&mut self, envelopes: Vec<RaftEnvelope>) -> Result<()> {
+        if self.pool.is_none() {
+            for envelope in envelopes {
+                self.on_raft_message(envelope);
+            }
+            return Ok(());
+        }
         let mut by_range: BTreeMap<RangeId, (bool, Vec<RaftEnvelope>)> = BTreeMap::new();
         for envelope in &envelopes {
             let plain = self.steps_plainly(envelope);
