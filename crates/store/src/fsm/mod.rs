@@ -9,6 +9,7 @@
 pub mod apply_worker;
 pub mod pool;
 pub mod router;
+pub(crate) mod snapshot_worker;
 pub mod system;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -99,6 +100,8 @@ pub struct Store<R: RaftLogEngine, K: KvEngine, N: Network> {
     pub(crate) applier: apply_worker::Applier<K>,
     /// Helpers that step ranges in parallel with the raft worker, if any (see [`pool`]).
     pub(crate) pool: Option<pool::RaftPool>,
+    /// The thread building snapshots, if any; without one they are built inline.
+    pub(crate) snapshot_worker: Option<snapshot_worker::SnapshotWorker<K>>,
 }
 
 impl<R: RaftLogEngine, K: KvEngine, N: Network> std::fmt::Debug for Store<R, K, N> {
@@ -180,6 +183,19 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
     pub fn set_raft_pool(&mut self, pool: pool::RaftPool) {
         metrics::gauge!("tessera_store_raft_workers").set(pool.workers() as f64);
         self.pool = Some(pool);
+    }
+
+    /// Builds snapshots on a thread of their own (named `store-{id}-snap`) from now on,
+    /// instead of inline in the round that asks (see `fsm/snapshot_worker.rs`).
+    ///
+    /// # Errors
+    /// The thread could not be spawned.
+    pub fn build_snapshots_on_a_thread(&mut self) -> std::io::Result<()> {
+        if self.snapshot_worker.is_none() {
+            let name = format!("store-{}-snap", self.ident.store_id);
+            self.snapshot_worker = Some(snapshot_worker::SnapshotWorker::start(name)?);
+        }
+        Ok(())
     }
 
     /// Waits until every write, answer and read handed to the apply worker is done.
@@ -438,6 +454,7 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
         for report in self.net.take_snapshot_reports() {
             self.report_snapshot(report.range, report.to, report.ok);
         }
+        self.collect_built_snapshots();
         let dirty = std::mem::take(&mut self.dirty);
         for range in &dirty {
             self.maybe_build_snapshot(*range);

@@ -192,6 +192,7 @@ impl StoreSystem {
         N: Network + Send + 'static,
     {
         store.set_apply_mode(ApplyMode::Thread).map_err(std::io::Error::other)?;
+        store.build_snapshots_on_a_thread()?;
         let (router, mailbox, ready) = Router::new(capacity);
         let router = Arc::new(router);
         for peer in store.peers() {

@@ -141,6 +141,7 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
             stats: StoreStats::default(),
             applier: crate::fsm::apply_worker::Applier::new(config_scan_bytes_max),
             pool: None,
+            snapshot_worker: None,
         };
         store.clean_snapshot_dir();
         let mut ranges = Vec::new();

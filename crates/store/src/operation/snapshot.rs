@@ -23,6 +23,7 @@ use crate::codec;
 use crate::env::Network;
 use crate::error::{Result, StoreError};
 use crate::fsm::Store;
+use crate::fsm::snapshot_worker::{BuildJob, Built, build};
 use crate::snapshot::SnapshotData;
 use crate::state::{RangeLocalState, ReplicaState, conf_state_of};
 
@@ -71,6 +72,9 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
     /// Builds the snapshot `range`'s Raft core asked for, if it asked. A failure is logged
     /// and retried the next time the core asks: the store goes on.
     pub(crate) fn maybe_build_snapshot(&mut self, range: RangeId) {
+        if self.snapshot_building(range) {
+            return;
+        }
         let Some(peer) = self.peers.get_mut(&range) else { return };
         if peer.raw.store().snapshot_wanted().is_none() || !peer.is_initialized() {
             return;
@@ -90,45 +94,75 @@ impl<R: RaftLogEngine, K: KvEngine, N: Network> Store<R, K, N> {
             "gen-{}-{}-{}-{}",
             self.ident.store_id, range, applied.applied_index, self.ticks
         ));
-        let started = std::time::Instant::now();
-        let built = (|| -> Result<SnapshotData> {
-            if dir.exists() {
-                remove_snapshot_dir(&dir);
-            }
-            std::fs::create_dir_all(&dir).map_err(|error| {
-                StoreError::Unsupported(format!("creating {}: {error}", dir.display()))
-            })?;
-            let view = self.kv.snapshot();
-            let span = keys::data_span(&peer.descriptor.start_key, &peer.descriptor.end_key);
-            let manifest = self.kv.export_snapshot(&view, &span, &dir)?;
-            Ok(SnapshotData::new(peer.descriptor.clone(), &manifest))
-        })();
-        match built {
-            Ok(data) => {
-                let metadata = SnapshotMetadata {
-                    index: applied.applied_index,
-                    term: applied.applied_term,
-                    conf_state: peer.raw.conf_state(),
-                };
-                let bytes: u64 = data.files.iter().map(|file| file.size_bytes).sum();
-                tracing::info!(
-                    %range, index = %metadata.index, bytes,
-                    "snapshot built in {:?}", started.elapsed()
-                );
-                peer.raw.store_mut().set_snapshot(Snapshot { metadata, data: data.encode() });
-                if let Some(old) = peer.snapshot_dir.replace(dir) {
-                    remove_snapshot_dir(&old);
+        let job = BuildJob {
+            range,
+            kv: self.kv.clone(),
+            view: self.kv.snapshot(),
+            descriptor: peer.descriptor.clone(),
+            metadata: SnapshotMetadata {
+                index: applied.applied_index,
+                term: applied.applied_term,
+                conf_state: peer.raw.conf_state(),
+            },
+            dir,
+            started: std::time::Instant::now(),
+        };
+        let job = match self.snapshot_worker.as_mut() {
+            Some(worker) => match worker.submit(job) {
+                Ok(()) => return,
+                Err(job) => {
+                    tracing::warn!(%range, "snapshot worker gone; building here");
+                    *job
                 }
-                self.stats.snapshots_built += 1;
-                metrics::counter!("tessera_store_snapshots_built_total").increment(1);
-                metrics::histogram!("tessera_store_snapshot_build_seconds")
-                    .record(started.elapsed().as_secs_f64());
-            }
+            },
+            None => job,
+        };
+        self.finish_snapshot(build(job));
+    }
+
+    /// Whether `range`'s snapshot is being built off the raft worker.
+    fn snapshot_building(&self, range: RangeId) -> bool {
+        self.snapshot_worker.as_ref().is_some_and(|worker| worker.is_building(range))
+    }
+
+    /// Hands the snapshots the snapshot worker built since the last round to their ranges.
+    pub(crate) fn collect_built_snapshots(&mut self) {
+        let Some(worker) = self.snapshot_worker.as_mut() else { return };
+        for built in worker.take_done() {
+            self.finish_snapshot(built);
+        }
+    }
+
+    /// Gives a built snapshot to its range's Raft storage (which offers it to followers from
+    /// then on), or drops its files if it failed or the replica is gone.
+    fn finish_snapshot(&mut self, built: Built) {
+        let Built { range, metadata, dir, started, data } = built;
+        let data = match data {
+            Ok(data) => data,
             Err(error) => {
                 tracing::warn!(%range, %error, "cannot build a snapshot; retried later");
                 remove_snapshot_dir(&dir);
+                return;
             }
+        };
+        let Some(peer) = self.peers.get_mut(&range).filter(|peer| peer.is_initialized()) else {
+            remove_snapshot_dir(&dir);
+            return;
+        };
+        let bytes: u64 = data.files.iter().map(|file| file.size_bytes).sum();
+        tracing::info!(
+            %range, index = %metadata.index, bytes,
+            "snapshot built in {:?}", started.elapsed()
+        );
+        peer.raw.store_mut().set_snapshot(Snapshot { metadata, data: data.encode() });
+        if let Some(old) = peer.snapshot_dir.replace(dir) {
+            remove_snapshot_dir(&old);
         }
+        self.dirty.insert(range);
+        self.stats.snapshots_built += 1;
+        metrics::counter!("tessera_store_snapshots_built_total").increment(1);
+        metrics::histogram!("tessera_store_snapshot_build_seconds")
+            .record(started.elapsed().as_secs_f64());
     }
 
     /// Checks a snapshot message before Raft sees it: it must decode, name this range, not
