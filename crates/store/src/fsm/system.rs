@@ -1,5 +1,5 @@
-//! The store on threads: bounded crossbeam mailboxes — one per range, and the store's own
-//! ([`router`](crate::fsm::router)) — in front of one [`Store`], the raft worker, ticked by
+//! The store on threads: bounded crossbeam mailboxes — one per range for its requests, and
+//! the store's own ([`router`](crate::fsm::router)) — in front of one [`Store`], the raft worker, ticked by
 //! the wall clock, and its apply worker ([`apply_worker`](crate::fsm::apply_worker)). Each
 //! loop takes what waits in the store's mailbox and in the mailboxes of the ranges on the
 //! ready queue (up to a bound), ticks when a tick is due, and runs rounds until no range
@@ -28,7 +28,7 @@ use tessera_wire::rpc::{StoreAdminRequest, StoreAdminResponse};
 
 /// What reaches a running store through its own mailbox.
 pub enum StoreMsg {
-    /// Raft messages from other stores, for ranges without a mailbox.
+    /// A batch of Raft messages from other stores.
     Raft(Vec<RaftEnvelope>),
     /// A data request for a range without a mailbox.
     Kv(KvRequest, KvResponder),
@@ -104,18 +104,13 @@ impl std::fmt::Debug for StoreHandle {
 }
 
 impl StoreHandle {
-    /// Delivers Raft messages, each to its range's mailbox; dropped when that mailbox is
-    /// full (Raft retries).
+    /// Delivers a batch of Raft messages to the store's mailbox; dropped when it is full
+    /// (Raft retries).
     pub fn send_raft(&self, envelopes: Vec<RaftEnvelope>) {
-        let (rest, mut dropped) = self.router.send_raft(envelopes);
-        if !rest.is_empty()
-            && let Err(TrySendError::Full(_)) =
-                self.router.store_mailbox().try_send(StoreMsg::Raft(rest))
+        if let Err(TrySendError::Full(_)) =
+            self.router.store_mailbox().try_send(StoreMsg::Raft(envelopes))
         {
-            dropped += 1;
-        }
-        if dropped > 0 {
-            metrics::counter!("tessera_store_mailbox_full_total").increment(dropped as u64);
+            metrics::counter!("tessera_store_mailbox_full_total").increment(1);
         }
     }
 
@@ -300,11 +295,8 @@ impl Worker {
                 };
                 let more = self.router.drain(range, budget.min(RANGE_DRAIN_MAX), &mut taken);
                 budget = budget.saturating_sub(taken.len());
-                for message in taken.drain(..) {
-                    match message {
-                        RangeMsg::Raft(envelope) => raft.push(envelope),
-                        RangeMsg::Kv(request, respond) => store.on_kv_request(request, respond),
-                    }
+                for RangeMsg(request, respond) in taken.drain(..) {
+                    store.on_kv_request(request, respond);
                 }
                 if more {
                     self.router.requeue(range);
@@ -312,7 +304,8 @@ impl Worker {
             }
             // The loop's Raft messages are stepped together: with a pool, in parallel.
             let stepped = store.on_raft_messages(std::mem::take(&mut raft));
-            // A range reached through the store's mailbox and held here now gets its own.
+            // A range a request reached through the store's mailbox, and held here, now gets
+            // its own.
             for range in reached.drain(..) {
                 if store.peer(range).is_some() && !self.router.has_mailbox(range) {
                     self.router.open(range);
@@ -359,16 +352,15 @@ impl Worker {
             }
         }
         for message in self.router.take_all() {
-            if let RangeMsg::Kv(_, respond) = message {
-                respond(Err(stopped()));
-            }
+            let RangeMsg(_, respond) = message;
+            respond(Err(stopped()));
         }
     }
 }
 
 /// Hands a message from the store's mailbox to the store (Raft messages are gathered in
-/// `raft`, to be stepped together), noting the ranges it reached; returns whether the store
-/// is to stop.
+/// `raft`, to be stepped together), noting the ranges requests reached; returns whether the
+/// store is to stop.
 fn handle_store_message<R: RaftLogEngine, K: KvEngine, N: Network>(
     store: &mut Store<R, K, N>,
     message: StoreMsg,
@@ -376,10 +368,7 @@ fn handle_store_message<R: RaftLogEngine, K: KvEngine, N: Network>(
     raft: &mut Vec<RaftEnvelope>,
 ) -> bool {
     match message {
-        StoreMsg::Raft(envelopes) => {
-            reached.extend(envelopes.iter().map(|envelope| envelope.range));
-            raft.extend(envelopes);
-        }
+        StoreMsg::Raft(envelopes) => raft.extend(envelopes),
         StoreMsg::Kv(request, respond) => {
             reached.push(request.context.range);
             store.on_kv_request(request, respond);
@@ -397,8 +386,6 @@ fn handle_range_message<R: RaftLogEngine, K: KvEngine, N: Network>(
     store: &mut Store<R, K, N>,
     message: RangeMsg,
 ) {
-    match message {
-        RangeMsg::Raft(envelope) => store.on_raft_message(envelope),
-        RangeMsg::Kv(request, respond) => store.on_kv_request(request, respond),
-    }
+    let RangeMsg(request, respond) = message;
+    store.on_kv_request(request, respond);
 }
