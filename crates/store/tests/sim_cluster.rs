@@ -1052,3 +1052,76 @@ fn a_leader_whose_cached_snapshot_is_lost_builds_a_new_one() {
     assert!(cluster.run_until(3_000, learner_ready), "the learner never caught up");
     assert!(built(&mut cluster) >= 2, "the lost snapshot was not rebuilt");
 }
+
+/// An uninitialized replica (created by its leader's first message, waiting for a snapshot)
+/// never votes: a split may yet create the same range here, and its replica must not have
+/// voted in a term it does not remember. With a raft pool, vote requests to such replicas
+/// must be left to the store, not stepped in parallel with the heartbeats of other ranges
+/// in the same batch.
+#[test]
+fn an_uninitialized_replica_never_votes_pool_or_not() {
+    use tessera_raft::{LogIndex, Term};
+    use tessera_wire::raft::{Message, MessageKind};
+    use tessera_wire::transport::RaftEnvelope;
+
+    let spare = StoreId(4);
+    let envelope = |range: u64, kind: MessageKind, from: u64, term: u64| RaftEnvelope {
+        range: RangeId(range),
+        from_store: StoreId(from),
+        to_store: spare,
+        message: Message::new(kind, ReplicaId(from), ReplicaId(range * 10), Term(term)),
+    };
+    let voting = 100..106;
+    let heartbeating = 200..206;
+    for workers in [1, 3] {
+        let mut cluster = Cluster::with_spares(3, 1, 5, config());
+        cluster.set_raft_workers(workers);
+        let election_ticks = cluster.config.election_ticks;
+        let store = cluster.store(spare).unwrap();
+        // Heartbeats of ranges unknown here create uninitialized replicas.
+        store
+            .on_raft_messages(
+                voting
+                    .clone()
+                    .chain(heartbeating.clone())
+                    .map(|range| envelope(range, MessageKind::Heartbeat, 1, 5))
+                    .collect(),
+            )
+            .unwrap();
+        for range in voting.clone().chain(heartbeating.clone()) {
+            assert!(store.peer(RangeId(range)).is_some_and(|peer| !peer.is_initialized()));
+        }
+        // Their leader falls silent for two election timeouts: a vote would now count.
+        for _ in 0..2 * election_ticks {
+            store.tick();
+        }
+        store.poll_until_idle(8).unwrap();
+        store.network_mut().outbox.clear();
+        // In one batch: heartbeats to some ranges (plain steps, for the pool) and a vote
+        // request from a candidate with a newer term and a longer log to the others.
+        let mut batch: Vec<RaftEnvelope> = heartbeating
+            .clone()
+            .map(|range| envelope(range, MessageKind::Heartbeat, 1, 5))
+            .collect();
+        batch.extend(voting.clone().map(|range| {
+            let mut vote = envelope(range, MessageKind::RequestVote, 2, 9);
+            vote.message.index = LogIndex(100);
+            vote.message.log_term = Term(8);
+            vote
+        }));
+        store.on_raft_messages(batch).unwrap();
+        store.poll_until_idle(8).unwrap();
+        let sent = std::mem::take(&mut store.network_mut().outbox);
+        assert!(
+            !sent.iter().any(|e| e.message.kind == MessageKind::RequestVoteResponse),
+            "workers {workers}: an uninitialized replica answered a vote: {sent:?}"
+        );
+        assert!(
+            sent.iter().any(|e| e.message.kind == MessageKind::HeartbeatResponse),
+            "workers {workers}: the heartbeats were stepped: {sent:?}"
+        );
+        if workers > 1 {
+            assert!(store.stats().pooled_ranges > 0, "the pool stepped the heartbeats");
+        }
+    }
+}
