@@ -156,6 +156,18 @@ mod tests {
         }
     }
 
+    /// The worker's next result, within a deadline.
+    fn wait_for_result(worker: &mut SnapshotWorker<MemKvEngine>) -> Built {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(built) = worker.take_done().pop() {
+                return built;
+            }
+            assert!(Instant::now() < deadline, "no result from the snapshot worker");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
     #[test]
     fn a_snapshot_is_built_on_the_thread_from_the_view_taken_before() {
         let kv = MemKvEngine::new();
@@ -173,14 +185,7 @@ mod tests {
         assert!(worker.is_building(RangeId(7)));
         assert!(!worker.is_building(RangeId(8)));
 
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let built = loop {
-            if let Some(built) = worker.take_done().pop() {
-                break built;
-            }
-            assert!(Instant::now() < deadline, "no snapshot built");
-            std::thread::sleep(Duration::from_millis(2));
-        };
+        let built = wait_for_result(&mut worker);
         assert!(!worker.is_building(RangeId(7)), "a taken result ends the build");
         assert_eq!(built.range, RangeId(7));
         let data = built.data.unwrap();
@@ -199,14 +204,7 @@ mod tests {
         std::fs::write(&blocked, b"x").unwrap();
         let mut worker = SnapshotWorker::<MemKvEngine>::start("test-snap".to_owned()).unwrap();
         assert!(worker.submit(job(&kv, 3, blocked.join("gen-3"))).is_ok());
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let built = loop {
-            if let Some(built) = worker.take_done().pop() {
-                break built;
-            }
-            assert!(Instant::now() < deadline, "no result");
-            std::thread::sleep(Duration::from_millis(2));
-        };
+        let built = wait_for_result(&mut worker);
         assert!(built.data.is_err());
         assert!(!worker.is_building(RangeId(3)));
     }

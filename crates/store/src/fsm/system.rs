@@ -252,7 +252,6 @@ impl Worker {
         let mut ticks = 0_u64;
         let mut taken = Vec::new();
         let mut reached = Vec::new();
-        let mut raft = Vec::new();
         loop {
             let wait = ticker.deadline().saturating_duration_since(Instant::now());
             let first = crossbeam_channel::select! {
@@ -285,9 +284,16 @@ impl Worker {
             // At most half the loop for the store's mailbox: a flood there does not starve
             // the ranges' mailboxes.
             let store_max = (DRAIN_MAX / 2).saturating_sub(usize::from(first_store.is_some()));
+            let mut failed = Ok(());
             for message in first_store.into_iter().chain(self.mailbox.try_iter().take(store_max)) {
                 budget = budget.saturating_sub(1);
-                stop |= handle_store_message(&mut store, message, &mut reached, &mut raft);
+                match handle_store_message(&mut store, message, &mut reached) {
+                    Ok(stops) => stop |= stops,
+                    Err(error) => {
+                        failed = Err(error);
+                        break;
+                    }
+                }
             }
             while budget > 0 {
                 let Some(range) = first_range.take().or_else(|| self.ready.try_recv().ok()) else {
@@ -302,8 +308,6 @@ impl Worker {
                     self.router.requeue(range);
                 }
             }
-            // The loop's Raft messages are stepped together: with a pool, in parallel.
-            let stepped = store.on_raft_messages(std::mem::take(&mut raft));
             // A range a request reached through the store's mailbox, and held here, now gets
             // its own.
             for range in reached.drain(..) {
@@ -311,7 +315,7 @@ impl Worker {
                     self.router.open(range);
                 }
             }
-            if let Err(error) = stepped.and_then(|()| store.poll_until_idle(64).map(drop)) {
+            if let Err(error) = failed.and_then(|()| store.poll_until_idle(64).map(drop)) {
                 // The engines are poisoned or corrupt: stop serving; a restart recovers from
                 // what is durable.
                 tracing::error!(store = %store.store_id(), %error, "store stopped");
@@ -358,17 +362,19 @@ impl Worker {
     }
 }
 
-/// Hands a message from the store's mailbox to the store (Raft messages are gathered in
-/// `raft`, to be stepped together), noting the ranges requests reached; returns whether the
-/// store is to stop.
+/// Hands a message from the store's mailbox to the store (a batch of Raft messages is
+/// stepped together: with a pool, in parallel), noting the ranges requests reached; returns
+/// whether the store is to stop.
+///
+/// # Errors
+/// A pool helper failed: the store must stop.
 fn handle_store_message<R: RaftLogEngine, K: KvEngine, N: Network>(
     store: &mut Store<R, K, N>,
     message: StoreMsg,
     reached: &mut Vec<RangeId>,
-    raft: &mut Vec<RaftEnvelope>,
-) -> bool {
+) -> crate::error::Result<bool> {
     match message {
-        StoreMsg::Raft(envelopes) => raft.extend(envelopes),
+        StoreMsg::Raft(envelopes) => store.on_raft_messages(envelopes)?,
         StoreMsg::Kv(request, respond) => {
             reached.push(request.context.range);
             store.on_kv_request(request, respond);
@@ -376,9 +382,9 @@ fn handle_store_message<R: RaftLogEngine, K: KvEngine, N: Network>(
         StoreMsg::Admin(request, respond) => admin(store, request, respond),
         StoreMsg::Inspect(respond) => respond(store.inspect()),
         StoreMsg::TransferLeadersAway(respond) => respond(store.transfer_leaders_away()),
-        StoreMsg::Stop => return true,
+        StoreMsg::Stop => return Ok(true),
     }
-    false
+    Ok(false)
 }
 
 /// Hands a message from a range's mailbox to the store.
