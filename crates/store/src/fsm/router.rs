@@ -71,13 +71,13 @@ pub(crate) struct Router {
 }
 
 /// What a send to a range's mailbox did.
-pub(crate) enum Routed<T> {
+pub(crate) enum Routed {
     /// Queued in the range's mailbox.
     Queued,
     /// The range's mailbox is full; the request is handed back.
-    Full(T),
+    Full(RangeMsg),
     /// The range has no mailbox; the request is handed back for the store's mailbox.
-    NoMailbox(T),
+    NoMailbox(RangeMsg),
 }
 
 impl Router {
@@ -105,18 +105,14 @@ impl Router {
     }
 
     /// Queues a data request in its range's mailbox.
-    pub(crate) fn send_kv(
-        &self,
-        request: KvRequest,
-        respond: KvResponder,
-    ) -> Routed<(KvRequest, KvResponder)> {
-        let range = request.context.range;
+    pub(crate) fn send_kv(&self, message: RangeMsg) -> Routed {
+        let range = message.0.context.range;
         let ranges = self.ranges.read().unwrap_or_else(PoisonError::into_inner);
         match ranges.get(&range) {
-            None => Routed::NoMailbox((request, respond)),
-            Some(mailbox) if self.is_full(mailbox) => Routed::Full((request, respond)),
+            None => Routed::NoMailbox(message),
+            Some(mailbox) if self.is_full(mailbox) => Routed::Full(message),
             Some(mailbox) => {
-                self.push(range, mailbox, RangeMsg(request, respond));
+                self.push(range, mailbox, message);
                 Routed::Queued
             }
         }

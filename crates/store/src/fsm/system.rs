@@ -143,13 +143,13 @@ impl StoreHandle {
     /// Submits a data request to its range's mailbox (the store's for a range without
     /// one); answered `ServerBusy` at once when that mailbox is full.
     pub fn kv(&self, request: KvRequest, respond: KvResponder) {
-        let (request, respond) = match self.router.send_kv(request, respond) {
+        let (request, respond) = match self.router.send_kv(RangeMsg(request, respond)) {
             Routed::Queued => return,
-            Routed::Full((_, respond)) => {
+            Routed::Full(RangeMsg(_, respond)) => {
                 metrics::counter!("tessera_store_requests_refused_busy_total").increment(1);
                 return respond(Err(busy("range")));
             }
-            Routed::NoMailbox(message) => message,
+            Routed::NoMailbox(RangeMsg(request, respond)) => (request, respond),
         };
         match self.router.store_mailbox().try_send(StoreMsg::Kv(request, respond)) {
             Ok(()) => {}
@@ -235,13 +235,6 @@ struct Worker {
     ready: Receiver<RangeId>,
 }
 
-/// What one loop took.
-enum Taken {
-    Store(StoreMsg),
-    Range(RangeId),
-    Nothing,
-}
-
 impl Worker {
     fn run<R: RaftLogEngine, K: KvEngine, N: Network>(self, mut store: Store<R, K, N>) {
         let tick = Duration::from_millis(store.config.tick_interval_ms);
@@ -254,16 +247,17 @@ impl Worker {
         let mut reached = Vec::new();
         loop {
             let wait = ticker.deadline().saturating_duration_since(Instant::now());
-            let first = crossbeam_channel::select! {
+            // What woke the loop: a message for the store, or a range with mail.
+            let (first_store, mut first_range) = crossbeam_channel::select! {
                 recv(self.mailbox) -> message => match message {
-                    Ok(message) => Taken::Store(message),
+                    Ok(message) => (Some(message), None),
                     Err(_) => return,
                 },
                 recv(self.ready) -> range => match range {
-                    Ok(range) => Taken::Range(range),
+                    Ok(range) => (None, Some(range)),
                     Err(_) => return,
                 },
-                default(wait) => Taken::Nothing,
+                default(wait) => (None, None),
             };
             // Ticks first, made up if this thread did not run for a while: a leader must not
             // serve a read from a lease that ended while it slept (see `Ticker`).
@@ -274,11 +268,6 @@ impl Worker {
                     self.close_departed(&mut store);
                 }
             }
-            let (first_store, mut first_range) = match first {
-                Taken::Store(message) => (Some(message), None),
-                Taken::Range(range) => (None, Some(range)),
-                Taken::Nothing => (None, None),
-            };
             let mut stop = false;
             let mut budget = DRAIN_MAX;
             // At most half the loop for the store's mailbox: a flood there does not starve
