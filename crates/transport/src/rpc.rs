@@ -173,6 +173,11 @@ impl Lane {
         }
     }
 
+    /// Whether more than `count` calls wait for an answer on this lane.
+    fn waiting_more_than(&self, count: usize) -> bool {
+        self.waiting.lock().as_ref().is_some_and(|waiting| waiting.len() > count)
+    }
+
     fn is_open(&self) -> bool {
         self.waiting.lock().is_some() && !self.queue.is_closed()
     }
@@ -268,6 +273,18 @@ async fn write_requests(
     let mut queued = Vec::with_capacity(WRITE_BATCH_MAX);
     let mut chunks = Vec::with_capacity(WRITE_BATCH_MAX);
     while requests.recv_many(&mut queued, WRITE_BATCH_MAX).await > 0 {
+        // Other calls wait on this lane: their callers (woken by the same batch of answers)
+        // may be about to queue theirs; let them, and write them all at once.
+        if weak.upgrade().is_some_and(|lane| lane.waiting_more_than(queued.len())) {
+            gather(&mut queued, |queued| {
+                while queued.len() < WRITE_BATCH_MAX
+                    && let Ok(request) = requests.try_recv()
+                {
+                    queued.push(request);
+                }
+            })
+            .await;
+        }
         // No lane, no call waiting on it: what is left was abandoned.
         let Some(lane) = weak.upgrade() else {
             peer.metrics.dropped(&inner.stats, DropReason::Abandoned, queued.len());
@@ -292,6 +309,15 @@ async fn write_requests(
         }
     }
     let _ = send.finish();
+}
+
+/// Lets the other tasks that are ready run once (they may queue more frames), then calls
+/// `take` to move what they queued into `batch` — unless `batch` is already full.
+async fn gather<T>(batch: &mut Vec<T>, take: impl FnOnce(&mut Vec<T>)) {
+    if batch.len() < WRITE_BATCH_MAX {
+        tokio::task::yield_now().await;
+        take(batch);
+    }
 }
 
 /// Writes the frames of `chunks` (at most [`WRITE_BATCH_MAX`]) in one write and empties it.
@@ -378,11 +404,11 @@ pub(crate) async fn serve(
     send: quinn::SendStream,
 ) {
     let (answers, queue) = tokio::sync::mpsc::channel::<Bytes>(STREAM_ANSWERS_MAX);
-    inner.spawn(write_answers(inner.clone(), peer.clone(), send, queue));
     // Requests of this stream being served or waiting to be written: a peer that stops
     // reading its answers stops being read (QUIC flow control then holds it back) instead
     // of growing a queue here.
     let unanswered = Arc::new(tokio::sync::Semaphore::new(STREAM_ANSWERS_MAX));
+    inner.spawn(write_answers(inner.clone(), peer.clone(), send, queue, unanswered.clone()));
     let mut frame = first;
     loop {
         let Ok(slot) = unanswered.clone().acquire_owned().await else { break };
@@ -419,14 +445,31 @@ pub(crate) async fn serve(
 
 /// Writes the answers of one RPC stream as they come, batching those that queued up;
 /// finishes the stream once every request on it was answered.
+///
+/// While other requests of the stream are still being served, the writer first lets the
+/// tasks that are ready run (one [`yield_now`](tokio::task::yield_now)) and takes the answers
+/// they queued: the answers of one applied batch are handed out one by one, and without the
+/// pause each would leave in a packet (and a `sendmsg`) of its own. A stream with nothing
+/// else in flight writes at once.
 async fn write_answers(
     inner: Arc<Inner>,
     peer: Arc<Peer>,
     mut send: quinn::SendStream,
     mut queue: tokio::sync::mpsc::Receiver<Bytes>,
+    unanswered: Arc<tokio::sync::Semaphore>,
 ) {
     let mut chunks = Vec::with_capacity(WRITE_BATCH_MAX);
     while queue.recv_many(&mut chunks, WRITE_BATCH_MAX).await > 0 {
+        if unanswered.available_permits() < STREAM_ANSWERS_MAX {
+            gather(&mut chunks, |chunks| {
+                while chunks.len() < WRITE_BATCH_MAX
+                    && let Ok(chunk) = queue.try_recv()
+                {
+                    chunks.push(chunk);
+                }
+            })
+            .await;
+        }
         if write_batch(&inner, &peer, &mut send, &mut chunks).await.is_err() {
             return;
         }
