@@ -416,6 +416,16 @@ impl<R: RaftLogEngine, K: KvEngine, N: NodeNetwork> PlacementNode<R, K, N> {
         leader.is_some().then(|| node_of(leader))
     }
 
+    /// The answer of a member that is not the serving leader: the leader it knows, with its
+    /// address, so that a caller configured before the leader joined can still reach it.
+    fn not_leader(&self) -> RpcError {
+        let leader = self.leader();
+        let address = leader
+            .and_then(|leader| self.state.members.get(&leader))
+            .map(|member| member.address.clone());
+        RpcError::NotPlacementLeader { leader, address }
+    }
+
     /// This member as it is now, with the range directory when `with_ranges`.
     #[must_use]
     pub fn inspect(&self, with_ranges: bool) -> NodeInspection {
@@ -503,7 +513,7 @@ impl<R: RaftLogEngine, K: KvEngine, N: NodeNetwork> PlacementNode<R, K, N> {
                 self.parked.push(Parked { request, respond, since_tick: self.ticks });
                 return;
             }
-            respond(Err(RpcError::NotPlacementLeader { leader: self.leader() }));
+            respond(Err(self.not_leader()));
             return;
         }
         self.serve(request, respond);
@@ -1073,8 +1083,8 @@ impl<R: RaftLogEngine, K: KvEngine, N: NodeNetwork> PlacementNode<R, K, N> {
                 self.proposals.push_back(Proposal { index, term, waiting });
             }
             Err(error) => {
-                let leader = self.leader();
-                self.fail(waiting, RpcError::NotPlacementLeader { leader }, &error);
+                let answer = self.not_leader();
+                self.fail(waiting, answer, &error);
             }
         }
     }
@@ -1090,9 +1100,7 @@ impl<R: RaftLogEngine, K: KvEngine, N: NodeNetwork> PlacementNode<R, K, N> {
                     tessera_raft::RaftError::ConfChangePending { .. } => {
                         RpcError::ServerBusy { reason: error.to_string(), retry_after_ms: 100 }
                     }
-                    tessera_raft::RaftError::NotLeader { .. } => {
-                        RpcError::NotPlacementLeader { leader: self.leader() }
-                    }
+                    tessera_raft::RaftError::NotLeader { .. } => self.not_leader(),
                     _ => RpcError::InvalidRequest { message: error.to_string() },
                 };
                 self.fail(waiting, answer, &error);
@@ -1177,7 +1185,7 @@ impl<R: RaftLogEngine, K: KvEngine, N: NodeNetwork> PlacementNode<R, K, N> {
         self.range_live.clear();
         self.store_live.clear();
         for parked in std::mem::take(&mut self.parked) {
-            (parked.respond)(Err(RpcError::NotPlacementLeader { leader: self.leader() }));
+            (parked.respond)(Err(self.not_leader()));
         }
     }
 

@@ -80,7 +80,7 @@ impl PlacementHandle {
                 }));
             }
             Err(TrySendError::Disconnected(NodeMsg::Request(_, respond))) => {
-                respond(Err(RpcError::NotPlacementLeader { leader: None }));
+                respond(Err(RpcError::NotPlacementLeader { leader: None, address: None }));
             }
             Err(_) => {}
         }
@@ -294,7 +294,7 @@ impl Handler for PlacementRpcHandler {
         };
         let Some(node) = self.node.read().clone() else {
             return Box::pin(async {
-                RpcResult::Err(RpcError::NotPlacementLeader { leader: None })
+                RpcResult::Err(RpcError::NotPlacementLeader { leader: None, address: None })
             });
         };
         let (sender, receiver) = tokio::sync::oneshot::channel();
@@ -308,7 +308,9 @@ impl Handler for PlacementRpcHandler {
             match receiver.await {
                 Ok(Ok(response)) => RpcResult::Ok(RpcResponseBody::Placement(response)),
                 Ok(Err(error)) => RpcResult::Err(error),
-                Err(_) => RpcResult::Err(RpcError::NotPlacementLeader { leader: None }),
+                Err(_) => {
+                    RpcResult::Err(RpcError::NotPlacementLeader { leader: None, address: None })
+                }
             }
         })
     }

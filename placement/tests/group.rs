@@ -406,7 +406,9 @@ fn followers_redirect_to_the_leader() {
     group.run_until(200, |_| false);
     let follower = group.members.iter().map(|m| m.id).find(|id| *id != leader).unwrap();
     let answer = group.request(follower, PlacementRequest::GetTimestamp { count: 1 }, 10);
-    assert_eq!(answer, Some(Err(RpcError::NotPlacementLeader { leader: Some(leader) })));
+    // With the leader's address, for callers configured before it joined.
+    let address = Some(format!("n{}", leader.0));
+    assert_eq!(answer, Some(Err(RpcError::NotPlacementLeader { leader: Some(leader), address })));
 }
 
 #[test]

@@ -495,8 +495,9 @@ impl Cluster {
         let answer =
             self.block_on(direct.call(PlacementRequest::ClusterStatus, Duration::from_millis(500)));
         match answer {
-            Ok(PlacementResponse::ClusterStatus { status }) => status.leader.0 == id,
-            Err(RpcError::NotPlacementLeader { leader }) => leader.is_some(),
+            // From `id` as the leader, or from the leader `id` named (a redirect).
+            Ok(PlacementResponse::ClusterStatus { .. }) => true,
+            Err(RpcError::NotPlacementLeader { leader, .. }) => leader.is_some(),
             _ => false,
         }
     }

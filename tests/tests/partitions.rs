@@ -347,7 +347,7 @@ impl Cluster {
                 Duration::from_millis(300),
             );
             let named = match &status {
-                Err(RpcError::NotPlacementLeader { leader: Some(named) }) => Some(named.0),
+                Err(RpcError::NotPlacementLeader { leader: Some(named), .. }) => Some(named.0),
                 Ok(PlacementResponse::ClusterStatus { status }) => Some(status.leader.0),
                 _ => None,
             };

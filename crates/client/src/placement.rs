@@ -8,7 +8,10 @@
 //! - The first attempt goes to the remembered leader (initially the first member).
 //! - `NotPlacementLeader { leader: Some(n) }` with `n` a member: retried at `n` at once
 //!   (at most one immediate redirect per member in a row, so two nodes pointing at each
-//!   other cannot spin; after that the backoff applies).
+//!   other cannot spin; after that the backoff applies). A leader that is not among the
+//!   configured members (it joined since) is redirected to the same way once the transport
+//!   has an address for it — its own, or else the one the answer carries; without either
+//!   it counts as `leader: None`.
 //! - `NotPlacementLeader { leader: None }`, `ServerBusy`, a server-side `Timeout`, and the
 //!   transport's retryable failures (unreachable, unknown or blocked peer, connection lost,
 //!   timeout of one attempt): the next member, after a capped exponential backoff
@@ -211,8 +214,10 @@ impl PlacementRpc {
     /// What to do after `node` answered `error`.
     fn after_error(&self, node: NodeId, error: &RpcError) -> Next {
         match error {
-            RpcError::NotPlacementLeader { leader: Some(leader) }
-                if *leader != node && self.members.contains(leader) =>
+            RpcError::NotPlacementLeader { leader: Some(leader), address }
+                if *leader != node
+                    && (self.members.contains(leader)
+                        || self.learn(*leader, address.as_deref())) =>
             {
                 Next::Redirect(*leader)
             }
@@ -222,6 +227,21 @@ impl PlacementRpc {
             }
             _ => Next::Fail,
         }
+    }
+
+    /// Whether `leader`, a member not configured here, can be tried: the transport already
+    /// has an address for it (this node's own configuration, or an earlier answer: kept),
+    /// or `address` (`ip:port`) is registered for it now.
+    fn learn(&self, leader: NodeId, address: Option<&str>) -> bool {
+        if self.transport.peer_addr(leader).is_some() {
+            return true;
+        }
+        let Some(addr) = address.and_then(|address| address.parse().ok()) else {
+            return false;
+        };
+        tracing::debug!(%leader, %addr, "placement leader not configured here: learned its address");
+        self.transport.set_peer(leader, addr);
+        true
     }
 
     /// Whether `node` failed at the transport less than [`SUSPECT_FOR`] ago.

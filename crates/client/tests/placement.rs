@@ -36,6 +36,8 @@ enum Role {
     Leader,
     /// `NotPlacementLeader { leader }`.
     Follower(Option<NodeId>),
+    /// `NotPlacementLeader` naming a leader and the address it gives for it.
+    FollowerNaming(NodeId, String),
     /// `ServerBusy`.
     Busy,
     /// A store-admin body instead of a placement answer.
@@ -76,7 +78,13 @@ impl Handler for TestPlacement {
                     RpcResult::Err(RpcError::InvalidRequest { message: format!("{other:?}") })
                 }
                 (Role::Follower(leader), _) => {
-                    RpcResult::Err(RpcError::NotPlacementLeader { leader })
+                    RpcResult::Err(RpcError::NotPlacementLeader { leader, address: None })
+                }
+                (Role::FollowerNaming(leader, address), _) => {
+                    RpcResult::Err(RpcError::NotPlacementLeader {
+                        leader: Some(leader),
+                        address: Some(address),
+                    })
                 }
                 (Role::Busy, _) => RpcResult::Err(RpcError::ServerBusy {
                     reason: "test".into(),
@@ -181,6 +189,37 @@ async fn follows_the_redirect_and_remembers_the_leader() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_joined_since_is_reached_at_the_address_a_member_gives() {
+    let dir = tempfile::tempdir().unwrap();
+    // Node 4 joined after the client was configured with 1, 2 and 3, and leads.
+    let newcomer = start_node(dir.path(), 4, Role::Leader).await;
+    let to_4 = Role::FollowerNaming(NodeId(4), newcomer.addr.to_string());
+    let (nodes, rpc) = cluster(dir.path(), [to_4.clone(), to_4, Role::Follower(None)]).await;
+
+    let answer = rpc.call(GET_TS, DEADLINE).await.unwrap();
+    assert_eq!(timestamp_from(&answer), 4);
+    assert_eq!(rpc.leader_hint(), Some(NodeId(4)));
+    assert_eq!(
+        [nodes[0].calls(), nodes[1].calls(), nodes[2].calls(), newcomer.calls()],
+        [1, 0, 0, 1]
+    );
+    // The next call goes straight to it.
+    assert_eq!(timestamp_from(&rpc.call(GET_TS, DEADLINE).await.unwrap()), 4);
+    assert_eq!(newcomer.calls(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_named_without_a_usable_address_counts_as_unknown() {
+    let dir = tempfile::tempdir().unwrap();
+    let nowhere = Role::FollowerNaming(NodeId(4), "not an address".to_owned());
+    let (nodes, rpc) = cluster(dir.path(), [nowhere, Role::Leader, Role::Follower(None)]).await;
+
+    let answer = rpc.call(GET_TS, DEADLINE).await.unwrap();
+    assert_eq!(timestamp_from(&answer), 2);
+    assert_eq!([nodes[0].calls(), nodes[1].calls(), nodes[2].calls()], [1, 1, 0]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_hint_tries_the_next_members() {
     let dir = tempfile::tempdir().unwrap();
     let none = Role::Follower(None);
@@ -260,7 +299,7 @@ async fn gives_up_at_the_deadline_with_the_last_error() {
     let started = Instant::now();
     let error = rpc.call(GET_TS, Duration::from_millis(500)).await.unwrap_err();
     let elapsed = started.elapsed();
-    assert_eq!(error, RpcError::NotPlacementLeader { leader: None });
+    assert_eq!(error, RpcError::NotPlacementLeader { leader: None, address: None });
     assert!(elapsed >= Duration::from_millis(500), "gave up after {elapsed:?}");
     assert!(elapsed < Duration::from_secs(3), "gave up after {elapsed:?}");
     // Every member was tried, more than once, with pauses in between.

@@ -62,8 +62,9 @@ fn eventually(dir: &Path, args: &[&str], done: impl Fn(&str) -> bool) -> String 
         }
         assert!(
             Instant::now() < deadline,
-            "`tessera {}` never gave what was expected:\n{text}",
-            args.join(" ")
+            "`tessera {}` never gave what was expected:\n{text}\n{}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr)
         );
         std::thread::sleep(Duration::from_millis(200));
     }

@@ -229,6 +229,12 @@ impl Transport {
         }
     }
 
+    /// The address `node` is dialled at, if one was set.
+    #[must_use]
+    pub fn peer_addr(&self, node: NodeId) -> Option<SocketAddr> {
+        self.inner.peer(node).and_then(|peer| *peer.addr.lock())
+    }
+
     /// Forgets `node`: closes its connection, stops its sender, drops what was queued for it.
     pub fn remove_peer(&self, node: NodeId) {
         let Some(peer) = self.inner.peers.lock().remove(&node) else { return };

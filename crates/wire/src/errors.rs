@@ -153,6 +153,9 @@ pub enum RpcError {
     NotPlacementLeader {
         /// The leader's node, if known.
         leader: Option<NodeId>,
+        /// The leader's peer address (`host:port`), when this node knows it: a caller whose
+        /// list of members predates the leader (a member added since) reaches it there.
+        address: Option<String>,
     },
     /// The cluster has not been bootstrapped.
     #[error("cluster not bootstrapped")]

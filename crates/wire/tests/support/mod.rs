@@ -757,8 +757,8 @@ pub fn rpc_error() -> BoxedStrategy<RpcError> {
                 min_commit_ts,
             }
         ),
-        option::of(any::<u64>().prop_map(NodeId))
-            .prop_map(|leader| RpcError::NotPlacementLeader { leader }),
+        (option::of(any::<u64>().prop_map(NodeId)), option::of(".{0,24}"))
+            .prop_map(|(leader, address)| RpcError::NotPlacementLeader { leader, address }),
         Just(RpcError::ClusterNotBootstrapped),
         Just(RpcError::AlreadyBootstrapped),
         store_id().prop_map(|store| RpcError::StoreNotFound { store }),
