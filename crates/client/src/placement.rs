@@ -10,8 +10,9 @@
 //!   (at most one immediate redirect per member in a row, so two nodes pointing at each
 //!   other cannot spin; after that the backoff applies). A leader that is not among the
 //!   configured members (it joined since) is redirected to the same way once the transport
-//!   has an address for it — its own, or else the one the answer carries; without either
-//!   it counts as `leader: None`.
+//!   has an address for it — its own, or else the one the answer carries (the latest such
+//!   answer wins, so a member that moved is followed); without either it counts as
+//!   `leader: None`.
 //! - `NotPlacementLeader { leader: None }`, `ServerBusy`, a server-side `Timeout`, and the
 //!   transport's retryable failures (unreachable, unknown or blocked peer, connection lost,
 //!   timeout of one attempt): the next member, after a capped exponential backoff
@@ -32,7 +33,7 @@
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use tessera_transport::{Transport, TransportError};
 use tessera_wire::errors::RpcError;
@@ -68,6 +69,9 @@ pub struct PlacementRpc {
     /// Members whose last attempt failed at the transport (dead or cut off), with when
     /// they may be tried first again: others are tried before them meanwhile.
     suspects: Mutex<HashMap<NodeId, Instant>>,
+    /// Leaders outside `members` whose address came from a member's answer (see
+    /// [`learn`](Self::learn)).
+    learned: Mutex<HashSet<NodeId>>,
 }
 
 /// How long a member that failed at the transport is tried only after the others.
@@ -100,6 +104,7 @@ impl PlacementRpc {
             members: unique,
             target: Mutex::new(target),
             suspects: Mutex::new(HashMap::new()),
+            learned: Mutex::new(HashSet::new()),
         }
     }
 
@@ -229,18 +234,25 @@ impl PlacementRpc {
         }
     }
 
-    /// Whether `leader`, a member not configured here, can be tried: the transport already
-    /// has an address for it (this node's own configuration, or an earlier answer: kept),
-    /// or `address` (`ip:port`) is registered for it now.
+    /// Whether `leader`, a member not configured here, can be tried. An address this node's
+    /// transport got elsewhere (its own configuration) wins; otherwise `address` (`ip:port`)
+    /// is registered, and replaces one learned before — a member that moved is dialled at
+    /// its new address, and no longer suspect for having failed at the old one.
     fn learn(&self, leader: NodeId, address: Option<&str>) -> bool {
-        if self.transport.peer_addr(leader).is_some() {
+        let mut learned = self.learned.lock();
+        let known = self.transport.peer_addr(leader);
+        if known.is_some() && !learned.contains(&leader) {
             return true;
         }
         let Some(addr) = address.and_then(|address| address.parse().ok()) else {
-            return false;
+            return learned.contains(&leader);
         };
-        tracing::debug!(%leader, %addr, "placement leader not configured here: learned its address");
-        self.transport.set_peer(leader, addr);
+        if known != Some(addr) {
+            tracing::debug!(%leader, %addr, "placement leader not configured here: learned its address");
+            self.transport.set_peer(leader, addr);
+            self.suspects.lock().remove(&leader);
+        }
+        learned.insert(leader);
         true
     }
 

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use tessera_client::placement::PlacementRpc;
+use tessera_client::placement::{PlacementRpc, SUSPECT_FOR};
 use tessera_transport::tls::{NodeTls, TlsSource};
 use tessera_transport::{BoxFuture, Handler, Transport, TransportConfig};
 use tessera_wire::errors::RpcError;
@@ -206,6 +206,31 @@ async fn a_leader_that_joined_since_is_reached_at_the_address_a_member_gives() {
     // The next call goes straight to it.
     assert_eq!(timestamp_from(&rpc.call(GET_TS, DEADLINE).await.unwrap()), 4);
     assert_eq!(newcomer.calls(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_learned_leader_that_moved_is_followed_to_its_new_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let newcomer = start_node(dir.path(), 4, Role::Leader).await;
+    let to_4 = Role::FollowerNaming(NodeId(4), newcomer.addr.to_string());
+    let (nodes, rpc) = cluster(dir.path(), [to_4.clone(), to_4, Role::Follower(None)]).await;
+    assert_eq!(timestamp_from(&rpc.call(GET_TS, DEADLINE).await.unwrap()), 4);
+
+    // Node 4 restarts elsewhere (same id, new port); the members name its new address.
+    newcomer.transport.shutdown(Duration::from_secs(2)).await;
+    let moved = start_node(dir.path(), 4, Role::Leader).await;
+    assert_ne!(moved.addr, newcomer.addr);
+    let to_moved = Role::FollowerNaming(NodeId(4), moved.addr.to_string());
+    nodes[0].set_role(to_moved.clone());
+    nodes[1].set_role(to_moved);
+
+    let started = Instant::now();
+    let answer = rpc.call(GET_TS, Duration::from_secs(8)).await.unwrap();
+    assert_eq!(timestamp_from(&answer), 4);
+    assert_eq!(moved.calls(), 1);
+    // The failure at the old address made node 4 suspect; its new address clears that, so
+    // the call does not wait the suspicion out.
+    assert!(started.elapsed() < SUSPECT_FOR, "took {:?}", started.elapsed());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
