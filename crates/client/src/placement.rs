@@ -219,12 +219,13 @@ impl PlacementRpc {
     /// What to do after `node` answered `error`.
     fn after_error(&self, node: NodeId, error: &RpcError) -> Next {
         match error {
-            RpcError::NotPlacementLeader { leader: Some(leader), address }
-                if *leader != node
-                    && (self.members.contains(leader)
-                        || self.learn(*leader, address.as_deref())) =>
-            {
-                Next::Redirect(*leader)
+            RpcError::NotPlacementLeader { leader: Some(leader), address } if *leader != node => {
+                // `learn` registers an address: kept out of the match guard.
+                if self.members.contains(leader) || self.learn(*leader, address.as_deref()) {
+                    Next::Redirect(*leader)
+                } else {
+                    Next::Elsewhere(BACKOFF_MIN)
+                }
             }
             RpcError::NotPlacementLeader { .. } | RpcError::Timeout => Next::Elsewhere(BACKOFF_MIN),
             RpcError::ServerBusy { retry_after_ms, .. } => {
