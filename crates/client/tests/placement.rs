@@ -188,13 +188,19 @@ async fn follows_the_redirect_and_remembers_the_leader() {
     assert_eq!([nodes[0].calls(), nodes[1].calls(), nodes[2].calls()], [1, 0, 2]);
 }
 
+/// Node 4, which joined after the client was configured with 1, 2 and 3, leads: 1 and 2
+/// name it with its address, 3 knows no leader.
+async fn led_by_a_newcomer(dir: &Path) -> (Node, Vec<Node>, PlacementRpc) {
+    let newcomer = start_node(dir, 4, Role::Leader).await;
+    let to_4 = Role::FollowerNaming(NodeId(4), newcomer.addr.to_string());
+    let (nodes, rpc) = cluster(dir, [to_4.clone(), to_4, Role::Follower(None)]).await;
+    (newcomer, nodes, rpc)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_that_joined_since_is_reached_at_the_address_a_member_gives() {
     let dir = tempfile::tempdir().unwrap();
-    // Node 4 joined after the client was configured with 1, 2 and 3, and leads.
-    let newcomer = start_node(dir.path(), 4, Role::Leader).await;
-    let to_4 = Role::FollowerNaming(NodeId(4), newcomer.addr.to_string());
-    let (nodes, rpc) = cluster(dir.path(), [to_4.clone(), to_4, Role::Follower(None)]).await;
+    let (newcomer, nodes, rpc) = led_by_a_newcomer(dir.path()).await;
 
     let answer = rpc.call(GET_TS, DEADLINE).await.unwrap();
     assert_eq!(timestamp_from(&answer), 4);
@@ -211,9 +217,7 @@ async fn a_leader_that_joined_since_is_reached_at_the_address_a_member_gives() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_learned_leader_that_moved_is_followed_to_its_new_address() {
     let dir = tempfile::tempdir().unwrap();
-    let newcomer = start_node(dir.path(), 4, Role::Leader).await;
-    let to_4 = Role::FollowerNaming(NodeId(4), newcomer.addr.to_string());
-    let (nodes, rpc) = cluster(dir.path(), [to_4.clone(), to_4, Role::Follower(None)]).await;
+    let (newcomer, nodes, rpc) = led_by_a_newcomer(dir.path()).await;
     assert_eq!(timestamp_from(&rpc.call(GET_TS, DEADLINE).await.unwrap()), 4);
 
     // Node 4 restarts elsewhere (same id, new port); the members name its new address.
